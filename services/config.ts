@@ -1,4 +1,5 @@
 import { isIP } from "node:net";
+import { parseKeyEncryptionKey, type KeyEncryptionKey } from "./keys/key-encryption-key.js";
 
 /** The services `caracal serve` can run; `--only` picks a subset. */
 export const SERVICE_NAMES = ["sts", "policy", "audit", "revocation", "admin"] as const;
@@ -19,6 +20,11 @@ export interface Config {
   readonly natsUrl: string | undefined;
   /** Where the embedded default keeps its files. */
   readonly dataDir: string;
+  /**
+   * The key-encryption key from `CARACAL_KEK`. Unset on the embedded default,
+   * which keeps one in `<dataDir>/kek`; required with Postgres.
+   */
+  readonly kek: KeyEncryptionKey | undefined;
   /** Minimum level logged. */
   readonly logLevel: (typeof LOG_LEVELS)[number];
   /** The services to run. */
@@ -58,9 +64,11 @@ export class ConfigError extends Error {
  * const config = loadConfig(process.env, { only: "sts,policy" });
  */
 export function loadConfig(env: NodeJS.ProcessEnv, flags: ConfigFlags = {}): Config {
+  const databaseUrl = parseUrl(env.CARACAL_DATABASE_URL, "CARACAL_DATABASE_URL", ["postgres:", "postgresql:"]);
   return {
     listen: parseListen(flags.listen ?? env.CARACAL_LISTEN ?? "127.0.0.1:7070", flags.listen ? "--listen" : "CARACAL_LISTEN"),
-    databaseUrl: parseUrl(env.CARACAL_DATABASE_URL, "CARACAL_DATABASE_URL", ["postgres:", "postgresql:"]),
+    databaseUrl,
+    kek: parseKek(env.CARACAL_KEK, databaseUrl !== undefined),
     natsUrl: parseNatsUrls(env.CARACAL_NATS_URL),
     dataDir: nonEmpty(flags.dataDir ?? env.CARACAL_DATA_DIR ?? ".caracal", flags.dataDir ? "--data-dir" : "CARACAL_DATA_DIR"),
     logLevel: parseLogLevel(flags.logLevel ?? env.CARACAL_LOG_LEVEL ?? "info", flags.logLevel ? "--log-level" : "CARACAL_LOG_LEVEL"),
@@ -110,6 +118,18 @@ function parseNatsUrls(value: string | undefined): string | undefined {
     parseUrl(part.trim(), "CARACAL_NATS_URL", ["nats:", "tls:"]);
   }
   return value;
+}
+
+function parseKek(value: string | undefined, required: boolean): KeyEncryptionKey | undefined {
+  if (value === undefined || value === "") {
+    // With a shared database the key must be the same on every replica, so it
+    // cannot be generated locally; the embedded default generates its own.
+    if (required) throw new ConfigError("CARACAL_KEK", "required with CARACAL_DATABASE_URL: 32 random bytes in base64 (openssl rand -base64 32)");
+    return undefined;
+  }
+  const kek = parseKeyEncryptionKey(value);
+  if (!kek) throw new ConfigError("CARACAL_KEK", "expected 32 bytes in base64 (openssl rand -base64 32)");
+  return kek;
 }
 
 function nonEmpty(value: string, setting: string): string {

@@ -3,6 +3,8 @@ import type { Bus } from "./bus/bus.js";
 import { openBus } from "./bus/open-bus.js";
 import type { Config } from "./config.js";
 import { startCaracalServer, type CaracalServer } from "./server/caracal-server.js";
+import { bootstrap } from "./bootstrap.js";
+import { loadOrCreateKeyFile } from "./keys/key-encryption-key.js";
 import { openStore } from "./store/open-store.js";
 import type { Store } from "./store/store.js";
 
@@ -38,21 +40,30 @@ export async function serve(config: Config, log: Logger): Promise<RunningCaracal
   }
   const [store, bus] = [opened.value, connected.value];
   log.info({ store: store.kind, bus: bus.kind }, "store and bus ready");
-  let server: CaracalServer;
+  let server: CaracalServer | undefined;
   try {
-    server = await startCaracalServer({ config, store, bus, log });
+    const kek = config.kek ?? (await loadOrCreateKeyFile(config.dataDir));
+    server = await startCaracalServer({ config, store, bus, kek, log });
+    const target = `http://${formatHost(server.address.host)}:${server.address.port}`;
+    await bootstrap(store, kek, { dataDir: config.dataDir, target, now: Date.now, log });
   } catch (error) {
+    await server?.close();
     await closeAll(bus, store);
     throw error;
   }
+  const running = server;
   let stopping: Promise<void> | undefined;
   return {
-    server,
+    server: running,
     stop() {
-      stopping ??= server.close().then(() => closeAll(bus, store));
+      stopping ??= running.close().then(() => closeAll(bus, store));
       return stopping;
     },
   };
+}
+
+function formatHost(host: string): string {
+  return host.includes(":") ? `[${host}]` : host;
 }
 
 function settledValue<T>(result: PromiseSettledResult<T>): T | undefined {

@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -16,6 +17,7 @@ import { openNatsBus } from "../services/bus/nats-bus.js";
 import { loadConfig } from "../services/config.js";
 import { createLogger, serve, type RunningCaracal } from "../services/serve.js";
 import { startCaracalServer, type CaracalServer } from "../services/server/caracal-server.js";
+import { KeyEncryptionKey } from "../services/keys/key-encryption-key.js";
 import { openStore } from "../services/store/open-store.js";
 import type { Store } from "../services/store/store.js";
 import type { Bus } from "../services/bus/bus.js";
@@ -102,10 +104,14 @@ describe("caracal serve on the embedded default (PGlite, in-process bus)", () =>
 
   it("answers UNIMPLEMENTED with REASON_NOT_IMPLEMENTED for RPCs not built yet", async () => {
     const sts = createClient(TokenService, createGrpcTransport({ baseUrl: `http://127.0.0.1:${port}` }));
-    const error = await rejection(sts.exchange({ subjectToken: "x" }));
+    const error = await rejection(
+      (async () => {
+        for await (const _ of sts.waitApproval({ zone: "default", challengeId: "x", challengeSecret: "y" })) void _;
+      })(),
+    );
     expect(error.code).toBe(Code.Unimplemented);
     expect(reasonOf(error)).toBe(Reason.NOT_IMPLEMENTED);
-    expect(error.rawMessage).toBe("caracal.sts.v1.TokenService/Exchange is not implemented yet");
+    expect(error.rawMessage).toBe("caracal.sts.v1.TokenService/WaitApproval is not implemented yet");
   });
 
   it("refuses a malformed request body with INVALID_ARGUMENT and keeps serving", async () => {
@@ -136,6 +142,7 @@ describe("caracal server on Postgres and NATS JetStream", () => {
       config: { listen: { host: "127.0.0.1", port: 0 }, services: ["sts", "policy"], shutdownGraceMs: 2_000 },
       store,
       bus,
+      kek: new KeyEncryptionKey(randomBytes(32)),
       log: logs.log,
     });
   });

@@ -2,14 +2,24 @@ import type { ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "pino";
 import { Health } from "../../gen/grpc/health/v1/health_pb.js";
+import { mandateServerInterceptor } from "../../interceptors/connect/mandate-server-interceptor.js";
+import { createAdminService } from "../admin/admin-service.js";
+import { AuditPublisher } from "../audit/audit-publisher.js";
+import { ADMIN_ZONE } from "../bootstrap.js";
 import type { Bus } from "../bus/bus.js";
 import { SERVICE_CATALOG } from "../catalog.js";
-import type { Config } from "../config.js";
+import type { Config, ServiceName } from "../config.js";
+import { DirectoryCache } from "../directory/directory-cache.js";
 import { createHealthService } from "../health/health-service.js";
 import { HealthStatus } from "../health/health-status.js";
+import type { KeyEncryptionKey } from "../keys/key-encryption-key.js";
+import { ZoneKeyRing } from "../keys/zone-key-ring.js";
 import type { Store } from "../store/store.js";
+import { createTokenService } from "../sts/token-service.js";
+import type { StsDeps } from "../sts/sts-deps.js";
+import { serveHttp } from "./http-routes.js";
 import { serverInterceptors } from "./interceptor-chain.js";
-import { type HttpHandler, listenOnePort } from "./one-port-listener.js";
+import { listenOnePort } from "./one-port-listener.js";
 import { withUnimplemented } from "./unimplemented.js";
 
 /** What the server needs to run. */
@@ -17,7 +27,10 @@ export interface CaracalServerOptions {
   readonly config: Pick<Config, "listen" | "services" | "shutdownGraceMs">;
   readonly store: Store;
   readonly bus: Bus;
+  readonly kek: KeyEncryptionKey;
   readonly log: Logger;
+  /** The clock, ms since the epoch; injected by tests. */
+  readonly now?: () => number;
 }
 
 /** A running Caracal server. */
@@ -26,10 +39,12 @@ export interface CaracalServer {
   readonly address: { readonly host: string; readonly port: number };
   /** Serving status per service, as the health service reports it. */
   readonly health: HealthStatus;
+  /** The audit events this server produces, on their way to the bus. */
+  readonly audit: AuditPublisher;
   /**
    * Drains: reports NOT_SERVING, stops accepting, lets in-flight calls finish
-   * within the grace period, ends long-lived streams, then closes. Idempotent.
-   * The store and bus belong to the caller and stay open.
+   * within the grace period, ends long-lived streams, waits for queued audit
+   * events, then closes. Idempotent. The store and bus stay open.
    */
   close(): Promise<void>;
 }
@@ -40,28 +55,49 @@ const READ_MAX_BYTES = 4 * 1024 * 1024;
 
 /**
  * Starts Caracal on one address: gRPC (HTTP/2 cleartext), gRPC-Web and
- * Connect (HTTP/1.1 or HTTP/2), `grpc.health.v1.Health`, and `GET /healthz`.
+ * Connect (HTTP/1.1 or HTTP/2), `grpc.health.v1.Health`, `GET /healthz` and
+ * `GET /.well-known/jwks.json?zone=…`.
  *
  * @example
- * const server = await startCaracalServer({ config, store, bus, log });
+ * const server = await startCaracalServer({ config, store, bus, kek, log });
  * process.once("SIGTERM", () => server.close());
  */
 export async function startCaracalServer(options: CaracalServerOptions): Promise<CaracalServer> {
-  const { config, log } = options;
-  const served = config.services.map((name) => SERVICE_CATALOG[name]);
-  const health = new HealthStatus(served.map((service) => service.typeName));
+  const { config, store, bus, kek, log } = options;
+  const now = options.now ?? Date.now;
+  const served = new Set<ServiceName>(config.services);
+  const health = new HealthStatus(config.services.map((name) => SERVICE_CATALOG[name].typeName));
   const draining = new AbortController();
+  const deps: StsDeps = {
+    store,
+    kek,
+    now,
+    directory: new DirectoryCache(store, { now }),
+    keys: new ZoneKeyRing(store, kek, { now }),
+    audit: new AuditPublisher(bus, log, { now }),
+  };
 
   const routes = (router: ConnectRouter) => {
     router.service(Health, createHealthService(health, draining.signal));
-    for (const service of served) router.service(service, withUnimplemented(service, {}));
+    const impls = { sts: createTokenService(deps), admin: createAdminService(deps), policy: {}, audit: {}, revocation: {} };
+    for (const name of served) router.service(SERVICE_CATALOG[name], withUnimplemented(SERVICE_CATALOG[name], impls[name]));
   };
 
   const handler = connectNodeAdapter({
     routes,
-    interceptors: serverInterceptors(log),
+    interceptors: [
+      ...serverInterceptors(log),
+      // Caracal's own admin plane is protected like any service: requirements
+      // come from the proto options; health checks are public.
+      mandateServerInterceptor({
+        keys: deps.keys.resolve,
+        allowedZones: [ADMIN_ZONE],
+        requirements: { [Health.typeName]: { public: true } },
+        now,
+      }),
+    ],
     readMaxBytes: READ_MAX_BYTES,
-    fallback: (req, res) => serveHttp(req, res, health),
+    fallback: (req, res) => void serveHttp(req, res, { health, sts: served.has("sts") ? deps : undefined, log }),
   });
   const listener = await listenOnePort(handler, config.listen.host, config.listen.port, log);
   log.info({ address: `${listener.address.host}:${listener.address.port}`, services: config.services }, "listening");
@@ -70,31 +106,17 @@ export async function startCaracalServer(options: CaracalServerOptions): Promise
   return {
     address: listener.address,
     health,
+    audit: deps.audit,
     close() {
       closing ??= (async () => {
         health.stopServing();
         // Long-lived streams (Watch, Tail) never end by themselves; tell them to.
         draining.abort();
         await listener.close(config.shutdownGraceMs);
+        await Promise.race([deps.audit.flushed(), new Promise((resolve) => setTimeout(resolve, 1_000).unref())]);
+        if (deps.audit.pending > 0) log.error({ pending: deps.audit.pending }, "audit events not published before shutdown");
       })();
       return closing;
     },
   };
-}
-
-/** Plain HTTP routes beside the RPCs. */
-function serveHttp(...[req, res, health]: [...Parameters<HttpHandler>, HealthStatus]): void {
-  const path = new URL(req.url ?? "/", "http://caracal").pathname;
-  if (req.method === "GET" && path === "/healthz") {
-    const serving = health.get("") === 1;
-    sendJson(res, serving ? 200 : 503, { status: serving ? "SERVING" : "NOT_SERVING" });
-    return;
-  }
-  sendJson(res, 404, { error: "not found" });
-}
-
-function sendJson(res: Parameters<HttpHandler>[1], status: number, body: unknown): void {
-  const text = JSON.stringify(body);
-  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
-  res.end(text);
 }

@@ -1,0 +1,70 @@
+import { Code } from "@connectrpc/connect";
+import { Reason } from "../gen/caracal/errors/v1/error_detail_pb.js";
+
+/**
+ * Why a mandate was refused. The reason is stable and goes on the wire; the
+ * code is the gRPC status it maps to; the message is for logs and people.
+ */
+export class MandateError extends Error {
+  override readonly name = "MandateError";
+  /** The stable reason. */
+  readonly reason: Reason;
+  /** Extra non-secret facts, e.g. the missing `scope`. */
+  readonly metadata: Readonly<Record<string, string>>;
+
+  constructor(reason: Reason, message: string, metadata: Record<string, string> = {}, options?: ErrorOptions) {
+    super(message, options);
+    this.reason = reason;
+    this.metadata = metadata;
+  }
+
+  /** The gRPC status code this refusal is answered with. */
+  get code(): Code {
+    return codeForReason(this.reason);
+  }
+}
+
+/**
+ * The gRPC code for each refusal reason: problems with the credential itself
+ * are UNAUTHENTICATED, a good credential without the right authority is
+ * PERMISSION_DENIED, a verifier that cannot decide is UNAVAILABLE.
+ */
+export function codeForReason(reason: Reason): Code {
+  switch (reason) {
+    case Reason.WRONG_AUDIENCE:
+    case Reason.WRONG_ZONE:
+    case Reason.SCOPE_MISSING:
+    case Reason.SCOPE_NOT_GRANTED:
+    case Reason.METHOD_NOT_DECLARED:
+    case Reason.POLICY_DENIED:
+    case Reason.POLICY_EVAL_FAILED:
+    case Reason.DELEGATION_TOO_DEEP:
+      return Code.PermissionDenied;
+    case Reason.REVOCATION_STALE:
+    case Reason.AUDIT_UNAVAILABLE:
+    case Reason.KEYS_UNAVAILABLE:
+    case Reason.STORE_UNAVAILABLE:
+    case Reason.SHUTTING_DOWN:
+      return Code.Unavailable;
+    case Reason.INTERACTION_REQUIRED:
+      return Code.FailedPrecondition;
+    case Reason.MANDATE_MISSING:
+    case Reason.MANDATE_MALFORMED:
+    case Reason.MANDATE_TOO_LARGE:
+    case Reason.MANDATE_ALGORITHM_REJECTED:
+    case Reason.MANDATE_TYPE_REJECTED:
+    case Reason.MANDATE_HEADER_REJECTED:
+    case Reason.MANDATE_UNKNOWN_KEY:
+    case Reason.MANDATE_BAD_SIGNATURE:
+    case Reason.MANDATE_EXPIRED:
+    case Reason.MANDATE_NOT_YET_VALID:
+    case Reason.MANDATE_KEY_RETIRED:
+    case Reason.MANDATE_WRONG_ISSUER:
+    case Reason.MANDATE_WRONG_USE:
+    case Reason.MANDATE_REVOKED:
+      return Code.Unauthenticated;
+    default:
+      // A reason that is not about a mandate has no business here.
+      return Code.Internal;
+  }
+}

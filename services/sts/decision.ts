@@ -1,0 +1,68 @@
+import { randomUUID } from "node:crypto";
+import { Code, type ConnectError, type HandlerContext } from "@connectrpc/connect";
+import { AuditDecision } from "../../gen/caracal/audit/v1/audit_event_pb.js";
+import { Reason } from "../../gen/caracal/errors/v1/error_detail_pb.js";
+import { caracalError } from "../../interceptors/caracal-error.js";
+import type { Logger } from "pino";
+import type { AuditEventInit, AuditPublisher } from "../audit/audit-publisher.js";
+import { requestContextKey } from "../server/request-context.js";
+
+/**
+ * One STS decision: it has an id from the start, gathers what the audit event
+ * needs as the handler learns it, and ends exactly once, allowed or refused,
+ * with the event recorded. The id goes back to the caller either way.
+ */
+export class Decision {
+  /** The decision id, returned to the caller and recorded in the ledger. */
+  readonly id = randomUUID();
+  readonly #audit: AuditPublisher;
+  readonly #event: AuditEventInit;
+  readonly #log: Logger | undefined;
+
+  constructor(audit: AuditPublisher, ctx: HandlerContext, event: AuditEventInit) {
+    this.#audit = audit;
+    const request = ctx.values.get(requestContextKey);
+    this.#log = request?.log;
+    this.#event = {
+      ...event,
+      decisionId: this.id,
+      requestId: request?.requestId ?? "",
+      traceId: traceIdOf(ctx.requestHeader.get("traceparent")),
+    };
+  }
+
+  /** Adds what the handler has learned (application, session, resources…). */
+  note(facts: Partial<AuditEventInit>): void {
+    Object.assign(this.#event, facts);
+  }
+
+  /**
+   * Records the refusal and returns the error to throw, carrying the reason
+   * and this decision's id. A refusal that cannot be queued is still refused.
+   */
+  refuse(code: Code, reason: Reason, message: string, metadata?: Record<string, string>): ConnectError {
+    if (this.#event.zone === "") {
+      // Nothing names a zone (an unparseable token): there is no ledger to file it in.
+      this.#log?.warn({ decision_id: this.id, reason: Reason[reason] }, "refusal outside any zone");
+    } else {
+      this.#audit.record({ ...this.#event, decision: AuditDecision.DENY, reason });
+    }
+    return caracalError(code, reason, message, { decisionId: this.id, metadata });
+  }
+
+  /**
+   * Records the allow. When the audit queue is full the mandate is not
+   * issued: nothing is handed out that the ledger would not know of.
+   */
+  allow(facts: Partial<AuditEventInit> = {}): void {
+    if (!this.#audit.record({ ...this.#event, ...facts, decision: AuditDecision.ALLOW })) {
+      throw caracalError(Code.Unavailable, Reason.AUDIT_UNAVAILABLE, "audit queue is full; try again", { decisionId: this.id });
+    }
+  }
+}
+
+/** The trace id of a W3C `traceparent` header, or "" when absent or malformed. */
+export function traceIdOf(traceparent: string | null): string {
+  const match = traceparent === null ? null : /^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$/.exec(traceparent);
+  return match?.[1] ?? "";
+}

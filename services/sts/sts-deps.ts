@@ -1,0 +1,16 @@
+import type { AuditPublisher } from "../audit/audit-publisher.js";
+import type { DirectoryCache } from "../directory/directory-cache.js";
+import type { KeyEncryptionKey } from "../keys/key-encryption-key.js";
+import type { ZoneKeyRing } from "../keys/zone-key-ring.js";
+import type { Store } from "../store/store.js";
+
+/** What the STS handlers need; one instance per server. */
+export interface StsDeps {
+  readonly store: Store;
+  readonly directory: DirectoryCache;
+  readonly keys: ZoneKeyRing;
+  readonly kek: KeyEncryptionKey;
+  readonly audit: AuditPublisher;
+  /** The clock, ms since the epoch. Injected so tests can freeze it. */
+  readonly now: () => number;
+}

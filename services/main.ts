@@ -1,4 +1,5 @@
 import { Command, CommanderError, Option } from "commander";
+import { registerClientCommands } from "../clients/cli/register-client-commands.js";
 import { ConfigError, LOG_LEVELS, loadConfig, SERVICE_NAMES } from "./config.js";
 import { createLogger, serve } from "./serve.js";
 
@@ -37,6 +38,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       });
       log.info("stopped");
     });
+  registerClientCommands(program);
 
   try {
     await program.parseAsync([...argv], { from: "user" });

@@ -46,6 +46,8 @@ export async function serve(config: Config, log: Logger): Promise<RunningCaracal
     server = await startCaracalServer({ config, store, bus, kek, log });
     const target = `http://${formatHost(server.address.host)}:${server.address.port}`;
     await bootstrap(store, kek, { dataDir: config.dataDir, target, now: Date.now, log });
+    // Announced only now, so a CLI started on this line finds the admin profile.
+    log.info({ address: `${server.address.host}:${server.address.port}`, services: config.services }, "listening");
   } catch (error) {
     await server?.close();
     await closeAll(bus, store);

@@ -85,10 +85,10 @@ describe("caracal serve on the embedded default (PGlite, in-process bus)", () =>
     expect(res.headers.get("x-request-id")).toMatch(/^[0-9a-f-]{36}$/);
   });
 
-  it("answers gRPC-Web over HTTP/1.1 and Connect over HTTP/2", async () => {
+  it("answers gRPC-Web and Connect with binary protobuf over HTTP/1.1", async () => {
     for (const transport of [
       createGrpcWebTransport({ baseUrl: `http://127.0.0.1:${port}`, httpVersion: "1.1" }),
-      createConnectTransport({ baseUrl: `http://127.0.0.1:${port}`, httpVersion: "2" }),
+      createConnectTransport({ baseUrl: `http://127.0.0.1:${port}`, httpVersion: "1.1", useBinaryFormat: true }),
     ]) {
       const health = createClient(Health, transport);
       expect((await health.check({})).status).toBe(ServingStatus.SERVING);

@@ -1,4 +1,5 @@
-import { importJWK, importPKCS8, type CryptoKey, type JWK } from "jose";
+import { createPrivateKey, type KeyObject } from "node:crypto";
+import { importJWK, type CryptoKey, type JWK } from "jose";
 import type { VerificationKey } from "../../interceptors/verify-mandate.js";
 import type { Store } from "../store/store.js";
 import type { KeyEncryptionKey } from "./key-encryption-key.js";
@@ -8,7 +9,7 @@ import { effectiveState, findZoneKeysBySlug, sealContext, type ZoneKeyRecord } f
 export interface SigningKey {
   readonly kid: string;
   readonly alg: string;
-  readonly key: CryptoKey;
+  readonly key: KeyObject;
 }
 
 interface ZoneKeys {
@@ -116,6 +117,6 @@ export class ZoneKeyRing {
     const current = records.find((record) => record.state === "current");
     if (!current) throw new Error("zone has no current signing key");
     const pem = this.#kek.open(current.sealedPrivateKey, sealContext(current.zoneId, current.kid)).toString("utf8");
-    return { kid: current.kid, alg: current.algorithm, key: await importPKCS8(pem, current.algorithm) };
+    return { kid: current.kid, alg: current.algorithm, key: createPrivateKey(pem) };
   }
 }

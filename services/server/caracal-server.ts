@@ -1,8 +1,11 @@
-import type { ConnectRouter } from "@connectrpc/connect";
+import type { DescService } from "@bufbuild/protobuf";
+import type { ConnectRouter, ServiceImpl } from "@connectrpc/connect";
+import * as grpc from "@grpc/grpc-js";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "pino";
 import { Health } from "../../gen/grpc/health/v1/health_pb.js";
 import { mandateServerInterceptor } from "../../interceptors/connect/mandate-server-interceptor.js";
+import { VerifiedMandateCache } from "../../interceptors/verified-mandate-cache.js";
 import { createAdminService } from "../admin/admin-service.js";
 import { AuditPublisher } from "../audit/audit-publisher.js";
 import { ADMIN_ZONE } from "../bootstrap.js";
@@ -18,6 +21,7 @@ import type { Store } from "../store/store.js";
 import { createTokenService } from "../sts/token-service.js";
 import type { StsDeps } from "../sts/sts-deps.js";
 import { serveHttp } from "./http-routes.js";
+import { addBridgedService } from "./grpc-js-bridge.js";
 import { serverInterceptors } from "./interceptor-chain.js";
 import { listenOnePort } from "./one-port-listener.js";
 import { withUnimplemented } from "./unimplemented.js";
@@ -54,9 +58,9 @@ export interface CaracalServer {
 const READ_MAX_BYTES = 4 * 1024 * 1024;
 
 /**
- * Starts Caracal on one address: gRPC (HTTP/2 cleartext), gRPC-Web and
- * Connect (HTTP/1.1 or HTTP/2), `grpc.health.v1.Health`, `GET /healthz` and
- * `GET /.well-known/jwks.json?zone=…`.
+ * Starts Caracal on one address: gRPC (HTTP/2 cleartext, served by grpc-js),
+ * gRPC-Web and Connect (HTTP/1.1, served by connect-node),
+ * `grpc.health.v1.Health`, `GET /healthz` and `GET /.well-known/jwks.json?zone=…`.
  *
  * @example
  * const server = await startCaracalServer({ config, store, bus, kek, log });
@@ -75,32 +79,50 @@ export async function startCaracalServer(options: CaracalServerOptions): Promise
     directory: new DirectoryCache(store, { now }),
     keys: new ZoneKeyRing(store, kek, { now }),
     audit: new AuditPublisher(bus, log, { now }),
+    verifiedSessions: new VerifiedMandateCache(),
   };
 
-  const routes = (router: ConnectRouter) => {
-    router.service(Health, createHealthService(health, draining.signal));
-    const impls = { sts: createTokenService(deps), admin: createAdminService(deps), policy: {}, audit: {}, revocation: {} };
-    for (const name of served) router.service(SERVICE_CATALOG[name], withUnimplemented(SERVICE_CATALOG[name], impls[name]));
-  };
+  const impls = { sts: createTokenService(deps), admin: createAdminService(deps), policy: {}, audit: {}, revocation: {} };
+  const services: [DescService, ServiceImpl<DescService>][] = [
+    [Health, createHealthService(health, draining.signal) as unknown as ServiceImpl<DescService>],
+    ...[...served].map((name): [DescService, ServiceImpl<DescService>] => [
+      SERVICE_CATALOG[name],
+      withUnimplemented(SERVICE_CATALOG[name], impls[name] as Partial<ServiceImpl<DescService>>),
+    ]),
+  ];
+  const interceptors = [
+    ...serverInterceptors(log),
+    // Caracal's own admin plane is protected like any service: requirements
+    // come from the proto options; health checks are public.
+    mandateServerInterceptor({
+      keys: deps.keys.resolve,
+      allowedZones: [ADMIN_ZONE],
+      requirements: { [Health.typeName]: { public: true } },
+      now,
+    }),
+  ];
+
+  // gRPC over HTTP/2 is served by grpc-js, everything over HTTP/1.1 by
+  // connect-node; both run the same implementations and interceptors.
+  const grpcServer = new grpc.Server({ "grpc.max_receive_message_length": READ_MAX_BYTES });
+  for (const [service, impl] of services) addBridgedService(grpcServer, service, impl, interceptors);
+  const injector = grpcServer.createConnectionInjector(grpc.ServerCredentials.createInsecure());
 
   const handler = connectNodeAdapter({
-    routes,
-    interceptors: [
-      ...serverInterceptors(log),
-      // Caracal's own admin plane is protected like any service: requirements
-      // come from the proto options; health checks are public.
-      mandateServerInterceptor({
-        keys: deps.keys.resolve,
-        allowedZones: [ADMIN_ZONE],
-        requirements: { [Health.typeName]: { public: true } },
-        now,
-      }),
-    ],
+    routes: (router: ConnectRouter) => {
+      for (const [service, impl] of services) router.service(service, impl);
+    },
+    interceptors,
     readMaxBytes: READ_MAX_BYTES,
+    // Mandates are signatures over random ids: they do not compress, and
+    // gzip on every response cost more CPU than the signing itself.
+    acceptCompression: [],
     fallback: (req, res) => void serveHttp(req, res, { health, sts: served.has("sts") ? deps : undefined, log }),
   });
-  const listener = await listenOnePort(handler, config.listen.host, config.listen.port, log);
-  log.info({ address: `${listener.address.host}:${listener.address.port}`, services: config.services }, "listening");
+  const listener = await listenOnePort(handler, config.listen.host, config.listen.port, log, {
+    accept: (socket) => injector.injectConnection(socket),
+    drain: (graceMs) => injector.drain(graceMs),
+  });
 
   let closing: Promise<void> | undefined;
   return {
@@ -113,6 +135,8 @@ export async function startCaracalServer(options: CaracalServerOptions): Promise
         // Long-lived streams (Watch, Tail) never end by themselves; tell them to.
         draining.abort();
         await listener.close(config.shutdownGraceMs);
+        injector.destroy();
+        grpcServer.forceShutdown();
         await Promise.race([deps.audit.flushed(), new Promise((resolve) => setTimeout(resolve, 1_000).unref())]);
         if (deps.audit.pending > 0) log.error({ pending: deps.audit.pending }, "audit events not published before shutdown");
       })();

@@ -4,9 +4,16 @@ import net from "node:net";
 import type { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "pino";
 
-
 /** A request handler that takes both HTTP/1.1 and HTTP/2 requests, as connect-node makes. */
 export type HttpHandler = ReturnType<typeof connectNodeAdapter>;
+
+/** Where HTTP/2 connections go, when not to a Node http2 server running the same handler. */
+export interface Http2Sink {
+  /** Takes over a connection whose first bytes are the HTTP/2 preface (still buffered in the socket). */
+  accept(socket: net.Socket): void;
+  /** Sends GOAWAY so open streams finish and no new ones start; cuts what is left after `graceMs`. */
+  drain(graceMs: number): void;
+}
 
 /** A listening one-port server. */
 export interface OnePortListener {
@@ -26,24 +33,24 @@ const SNIFF_TIMEOUT_MS = 10_000;
 const H1_IDLE_TIMEOUT_MS = 120_000;
 
 /**
- * Listens on one TCP address and serves HTTP/2 cleartext (gRPC) and HTTP/1.1
- * (Connect, gRPC-Web, plain GETs) with the same handler. Node's
- * `allowHTTP1` only works with TLS (it relies on ALPN), so the first bytes of
- * each connection decide which parser gets the socket.
+ * Listens on one TCP address and serves HTTP/1.1 (Connect, gRPC-Web, plain
+ * GETs) with `handler`, and HTTP/2 cleartext with `http2` (gRPC), or with the
+ * same handler when none is given. Node's `allowHTTP1` only works with TLS
+ * (it relies on ALPN), so the first bytes of each connection decide.
  */
 export async function listenOnePort(
   handler: HttpHandler,
   host: string,
   port: number,
   log: Logger,
+  http2Sink?: Http2Sink,
 ): Promise<OnePortListener> {
   const h1 = http.createServer(handler);
   // Idle HTTP/1 sockets are closed; Node's header and request timeouts are
   // enforced by a timer that only runs for servers that listen themselves.
   h1.setTimeout(H1_IDLE_TIMEOUT_MS);
-  const h2 = http2.createServer({}, handler);
   const sockets = new Set<net.Socket>();
-  const sessions = new Set<http2.ServerHttp2Session>();
+  const sink = http2Sink ?? nodeHttp2Sink(handler);
   // HTTP/1 sockets and how many requests each is answering. Node's own idle
   // tracking (closeIdleConnections) only exists for servers that listen
   // themselves, and this one is handed sockets, so it is done here.
@@ -58,10 +65,6 @@ export async function listenOnePort(
       h1Busy.set(socket, busy);
       if (draining && busy === 0) socket.end();
     });
-  });
-  h2.on("session", (session) => {
-    sessions.add(session);
-    session.on("close", () => sessions.delete(session));
   });
 
   const tcp = net.createServer((socket) => {
@@ -84,7 +87,7 @@ export async function listenOnePort(
       socket.pause();
       socket.unshift(seen);
       if (probe.equals(H2_PREFACE_START)) {
-        h2.emit("connection", socket);
+        sink.accept(socket);
       } else {
         h1Busy.set(socket, 0);
         socket.once("close", () => h1Busy.delete(socket));
@@ -111,15 +114,30 @@ export async function listenOnePort(
       // GOAWAY lets streams already open finish; HTTP/1 keep-alive connections
       // close now when idle, otherwise as soon as their request is answered.
       draining = true;
-      for (const session of sessions) session.close();
+      sink.drain(graceMs);
       for (const [socket, busy] of h1Busy) if (busy === 0) socket.end();
       const deadline = setTimeout(() => {
-        for (const session of sessions) session.destroy();
         for (const socket of sockets) socket.destroy();
       }, graceMs);
       deadline.unref();
       await closed;
       clearTimeout(deadline);
+    },
+  };
+}
+
+/** HTTP/2 served by Node's own http2 server with the same handler. */
+function nodeHttp2Sink(handler: HttpHandler): Http2Sink {
+  const server = http2.createServer({}, handler);
+  const sessions = new Set<http2.ServerHttp2Session>();
+  server.on("session", (session) => {
+    sessions.add(session);
+    session.on("close", () => sessions.delete(session));
+  });
+  return {
+    accept: (socket) => server.emit("connection", socket),
+    drain: () => {
+      for (const session of sessions) session.close();
     },
   };
 }

@@ -94,7 +94,7 @@ export async function exchange(
     ...(act ? { act } : {}),
   };
   const signingKey = await deps.keys.signingKey(zone.slug);
-  const token = await signMandate(claims, signingKey);
+  const token = signMandate(claims, signingKey);
   decision.allow({ mandateId: claims.jti });
   return { mandate: token, info: mandateInfo(claims, signingKey.kid), decisionId: decision.id };
 }
@@ -109,8 +109,14 @@ function claimedZoneOf(token: string): string {
 }
 
 async function verifySession(deps: StsDeps, token: string, decision: Decision): Promise<MandateClaims> {
+  // An agent presents the same session mandate for every exchange; its
+  // signature and claims are checked once, then held until it expires.
+  const known = deps.verifiedSessions.get(token, deps.now());
+  if (known) return known;
   try {
-    return await verifyMandate(token, { keys: deps.keys.resolve, use: "session", now: deps.now });
+    const claims = await verifyMandate(token, { keys: deps.keys.resolve, use: "session", now: deps.now });
+    deps.verifiedSessions.set(token, claims);
+    return claims;
   } catch (error) {
     if (error instanceof MandateError) throw decision.refuse(error.code, error.reason, error.message, { ...error.metadata });
     throw error;

@@ -57,7 +57,7 @@ export async function startSession(
     ...(Object.keys(sessionLabels).length > 0 ? { labels: sessionLabels } : {}),
   };
   const signingKey = await deps.keys.signingKey(slug);
-  const token = await signMandate(claims, signingKey);
+  const token = signMandate(claims, signingKey);
   decision.allow({ sessionId: sid, rootSessionId: sid, mandateId: claims.jti });
   return { sessionMandate: token, info: mandateInfo(claims, signingKey.kid), decisionId: decision.id };
 }

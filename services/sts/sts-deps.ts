@@ -1,5 +1,6 @@
 import type { AuditPublisher } from "../audit/audit-publisher.js";
 import type { DirectoryCache } from "../directory/directory-cache.js";
+import type { VerifiedMandateCache } from "../../interceptors/verified-mandate-cache.js";
 import type { KeyEncryptionKey } from "../keys/key-encryption-key.js";
 import type { ZoneKeyRing } from "../keys/zone-key-ring.js";
 import type { Store } from "../store/store.js";
@@ -11,6 +12,8 @@ export interface StsDeps {
   readonly keys: ZoneKeyRing;
   readonly kek: KeyEncryptionKey;
   readonly audit: AuditPublisher;
+  /** Session mandates already verified, so repeated exchanges skip the signature check. */
+  readonly verifiedSessions: VerifiedMandateCache;
   /** The clock, ms since the epoch. Injected so tests can freeze it. */
   readonly now: () => number;
 }

@@ -124,7 +124,8 @@ export enum Reason {
   INVALID_CLIENT = 20,
 
   /**
-   * The application is disabled.
+   * The application is disabled. Answered as PERMISSION_DENIED, and only after
+   * its credential checked out, so it tells nothing to a stranger.
    *
    * @generated from enum value: REASON_APPLICATION_DISABLED = 21;
    */

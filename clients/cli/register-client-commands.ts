@@ -1,0 +1,27 @@
+import type { Command } from "commander";
+import { registerAppCommands } from "./app-commands.js";
+import { registerGrantCommands } from "./grant-commands.js";
+import { registerKeyCommands } from "./key-commands.js";
+import { registerResourceCommands } from "./resource-commands.js";
+import { registerTokenCommands } from "./token-commands.js";
+import { registerZoneCommands } from "./zone-commands.js";
+
+/**
+ * Adds the client commands (`zone`, `app`, `resource`, `grant`, `key`,
+ * `token`) to the `caracal` program. Admin commands sign in with the admin
+ * profile that `caracal serve` writes on first start; `token` commands need
+ * only a target. Exit codes: 0 ok, 1 refused or failed, 2 usage or configuration.
+ *
+ * @example
+ * const program = new Command("caracal").exitOverride();
+ * registerClientCommands(program);
+ * await program.parseAsync(["zone", "list", "--json"], { from: "user" });
+ */
+export function registerClientCommands(program: Command): void {
+  registerZoneCommands(program);
+  registerAppCommands(program);
+  registerResourceCommands(program);
+  registerGrantCommands(program);
+  registerKeyCommands(program);
+  registerTokenCommands(program);
+}

@@ -1,0 +1,151 @@
+import { create, type DescMethod, type DescService } from "@bufbuild/protobuf";
+import {
+  Code,
+  ConnectError,
+  createContextValues,
+  createHandlerContext,
+  type Interceptor,
+  type ServiceImpl,
+  type StreamRequest,
+  type StreamResponse,
+  type UnaryRequest,
+  type UnaryResponse,
+} from "@connectrpc/connect";
+import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
+import * as grpc from "@grpc/grpc-js";
+import { Reason } from "../../gen/caracal/errors/v1/error_detail_pb.js";
+import { caracalError } from "../../interceptors/caracal-error.js";
+import { grpcServiceDefinition, UNDECODABLE } from "../../interceptors/grpc-js/service-definition.js";
+
+type AnyFn = (req: UnaryRequest | StreamRequest) => Promise<UnaryResponse | StreamResponse>;
+
+/**
+ * Serves Connect-style service implementations, with the same Connect
+ * interceptors, on a grpc-js server. Caracal answers gRPC over HTTP/2 with
+ * grpc-js because it costs about a third of the CPU per call of connect-node's
+ * HTTP/2 path (measured: bench/exchange); Connect and gRPC-Web over HTTP/1.1
+ * stay on connect-node. Handlers and interceptors are written once.
+ */
+export function addBridgedService<S extends DescService>(
+  server: grpc.Server,
+  service: S,
+  impl: ServiceImpl<S>,
+  interceptors: Interceptor[],
+): void {
+  const handlers: grpc.UntypedServiceImplementation = {};
+  for (const method of service.methods) {
+    const implementation = (impl as Record<string, (...args: never[]) => unknown>)[method.localName];
+    if (!implementation) continue;
+    const handle: AnyFn = async (req) => {
+      const ctx = createHandlerContext({
+        service,
+        method: req.method,
+        protocolName: "grpc",
+        requestMethod: "POST",
+        url: req.url,
+        requestSignal: req.signal,
+        requestHeader: req.header,
+        contextValues: req.contextValues,
+      });
+      const call = implementation as unknown as (message: unknown, ctx: unknown) => unknown;
+      if (req.stream) {
+        const messages = call(await first(req.message), ctx) as AsyncIterable<object>;
+        return { stream: true, service, method: req.method, header: ctx.responseHeader, trailer: ctx.responseTrailer, message: messagesOf(req.method, messages) } as StreamResponse;
+      }
+      const output = await call(req.message, ctx);
+      return { stream: false, service, method: req.method, header: ctx.responseHeader, trailer: ctx.responseTrailer, message: create(req.method.output, output as Record<string, unknown>) } as UnaryResponse;
+    };
+    // The first interceptor is the outermost, as in Connect.
+    const invoke = interceptors.reduceRight<AnyFn>((next, interceptor) => interceptor(next) as AnyFn, handle);
+
+    if (method.methodKind === "unary") {
+      handlers[method.localName] = (call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+        void (async () => {
+          try {
+            const res = await invoke(request(service, method, call, false));
+            call.sendMetadata(toMetadata(res.header));
+            callback(null, res.message, toMetadata(res.trailer));
+          } catch (error) {
+            callback(toServiceError(error));
+          }
+        })();
+      };
+    } else if (method.methodKind === "server_streaming") {
+      handlers[method.localName] = (call: grpc.ServerWritableStream<unknown, unknown>) => {
+        void (async () => {
+          try {
+            const res = (await invoke(request(service, method, call, true))) as StreamResponse;
+            call.sendMetadata(toMetadata(res.header));
+            for await (const message of res.message) {
+              if (call.cancelled) break;
+              if (!call.write(message)) await new Promise((resolve) => call.once("drain", resolve));
+            }
+            call.end(toMetadata(res.trailer));
+          } catch (error) {
+            call.emit("error", toServiceError(error));
+          }
+        })();
+      };
+    }
+  }
+  server.addService(grpcServiceDefinition(service), handlers);
+}
+
+function request(
+  service: DescService,
+  method: DescMethod,
+  call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>,
+  stream: boolean,
+): UnaryRequest | StreamRequest {
+  const header = new Headers();
+  for (const [key, value] of Object.entries(call.metadata.getMap())) {
+    // Binary metadata is not something any Caracal interceptor reads.
+    if (typeof value === "string") header.set(key, value);
+  }
+  const abort = new AbortController();
+  call.once("cancelled", () => abort.abort(new ConnectError("cancelled by the client", Code.Canceled)));
+  const message = call.request;
+  const common = {
+    service,
+    requestMethod: "POST",
+    url: `/${service.typeName}/${method.name}`,
+    signal: abort.signal,
+    header,
+    contextValues: createContextValues(),
+  };
+  if (message === UNDECODABLE) {
+    // Refused before any interceptor: there is no request to hand them.
+    throw caracalError(Code.InvalidArgument, Reason.INVALID_ARGUMENT, "request is not a valid protobuf message");
+  }
+  return stream
+    ? ({ ...common, stream: true, method, message: (async function* () { yield message; })() } as StreamRequest)
+    : ({ ...common, stream: false, method, message } as UnaryRequest);
+}
+
+async function first<T>(messages: AsyncIterable<T>): Promise<T> {
+  for await (const message of messages) return message;
+  throw caracalError(Code.InvalidArgument, Reason.INVALID_ARGUMENT, "request message missing");
+}
+
+async function* messagesOf(method: DescMethod, messages: AsyncIterable<object>): AsyncIterable<object> {
+  for await (const message of messages) yield create(method.output, message as Record<string, unknown>);
+}
+
+function toMetadata(headers: Headers): grpc.Metadata {
+  const metadata = new grpc.Metadata();
+  headers.forEach((value, key) => {
+    if (key.endsWith("-bin")) metadata.add(key, Buffer.from(value, "base64"));
+    else metadata.add(key, value);
+  });
+  return metadata;
+}
+
+/** A ConnectError as grpc-js sends it: code, message, and the error details in `grpc-status-details-bin`. */
+function toServiceError(error: unknown): Partial<grpc.ServiceError> {
+  const connectError = ConnectError.from(error);
+  const trailer = new Headers();
+  setTrailerStatus(trailer, connectError);
+  trailer.delete("grpc-status");
+  trailer.delete("grpc-message");
+  return { code: connectError.code as number as grpc.status, details: connectError.rawMessage, metadata: toMetadata(trailer) };
+}

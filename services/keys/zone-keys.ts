@@ -86,7 +86,7 @@ export interface Rotation {
  * Rotates a zone's keys in one transaction: the next key (published since the
  * last rotation) starts signing; the current one retires once every mandate
  * it could have signed has expired (`now + maxMandateLifetimeSeconds`); a new
- * next key is published. Row locks make concurrent rotations queue.
+ * next key is published. A lock on the zone row makes concurrent rotations queue.
  */
 export async function rotateZoneKeys(
   tx: Queryable,
@@ -95,10 +95,11 @@ export async function rotateZoneKeys(
   maxMandateLifetimeSeconds: number,
   now: Date,
 ): Promise<Rotation> {
-  const { rows } = await tx.query<KeyRow>(
-    `SELECT * FROM zone_keys WHERE zone_id = $1 AND state IN ('current', 'next') ORDER BY kid FOR UPDATE`,
-    [zoneId],
-  );
+  // Lock the zone row first, then read its keys: a rotation that waited here
+  // reads the keys the one before it committed (a row lock on the key rows
+  // alone would re-read them, but not see the new next key inserted meanwhile).
+  await tx.query(`SELECT id FROM zones WHERE id = $1 FOR UPDATE`, [zoneId]);
+  const { rows } = await tx.query<KeyRow>(`SELECT * FROM zone_keys WHERE zone_id = $1 AND state IN ('current', 'next')`, [zoneId]);
   const current = rows.find((row) => row.state === "current");
   const next = rows.find((row) => row.state === "next");
   if (!current || !next) throw new Error(`zone ${zoneId} lacks a current or next key`);

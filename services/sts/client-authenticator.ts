@@ -23,8 +23,10 @@ let dummyAssertionKey: Promise<CryptoKey> | undefined;
 /**
  * Authenticates an application to the STS. Unknown application and wrong
  * credential are one answer (UNAUTHENTICATED, REASON_INVALID_CLIENT) reached
- * by the same work, so a caller cannot tell which applications exist. A
- * disabled application is said to be so only after its credential checked out.
+ * by the same work, so a caller cannot tell which applications (or which
+ * registered key ids) exist. Only a caller whose assertion signature checked
+ * out hears more (expired, wrong audience, replayed, disabled), and a
+ * single-use jti is spent only once everything else has passed.
  */
 export async function authenticateClient(
   deps: StsDeps,
@@ -34,15 +36,17 @@ export async function authenticateClient(
   decision: Decision,
 ): Promise<ApplicationRecord> {
   const app = await deps.directory.application(zone.id, clientId);
-  const authenticated =
-    credential.kind === "secret"
-      ? secretMatches(deps, app, credential.secret)
-      : await assertionVerifies(deps, zone, clientId, app, credential.assertion, decision);
+  const assertion = credential.kind === "assertion" ? await verifyAssertion(deps, zone, clientId, app, credential.assertion, decision) : undefined;
+  const authenticated = credential.kind === "secret" ? secretMatches(deps, app, credential.secret) : assertion !== undefined;
   if (!app || !authenticated) {
     throw decision.refuse(Code.Unauthenticated, Reason.INVALID_CLIENT, "unknown application or wrong credential");
   }
   if (app.state !== "active") {
     throw decision.refuse(Code.PermissionDenied, Reason.APPLICATION_DISABLED, `application ${clientId} is disabled`);
+  }
+  if (assertion) {
+    const first = await claimAssertionJti(deps.store, zone.id, clientId, assertion.jti, assertion.expiresAt, new Date(deps.now()));
+    if (!first) throw decision.refuse(Code.Unauthenticated, Reason.CLIENT_ASSERTION_REPLAYED, "client assertion was already used");
   }
   return app;
 }
@@ -59,15 +63,22 @@ function secretMatches(deps: StsDeps, app: ApplicationRecord | undefined, secret
   return matched && app !== undefined;
 }
 
-async function assertionVerifies(
+/**
+ * Checks a `private_key_jwt` assertion (RFC 7523). Returns its jti and expiry
+ * when it is good, undefined when the signature does not verify under a
+ * registered key (or there is none), and refuses with
+ * REASON_CLIENT_ASSERTION_INVALID when a properly signed assertion is
+ * unacceptable (audience, expiry, lifetime).
+ */
+async function verifyAssertion(
   deps: StsDeps,
   zone: ZoneRecord,
   clientId: string,
   app: ApplicationRecord | undefined,
   assertion: string,
   decision: Decision,
-): Promise<boolean> {
-  let header: { kid?: unknown; alg?: unknown };
+): Promise<{ jti: string; expiresAt: Date } | undefined> {
+  let header: { kid?: unknown };
   try {
     header = decodeProtectedHeader(assertion);
   } catch {
@@ -75,12 +86,15 @@ async function assertionVerifies(
   }
   const registered = app?.credentialKind === "private_key_jwt" ? app.keys.find((key) => key.kid === header.kid) : undefined;
   const alg = registered?.jwk.alg;
-  if (registered && (typeof alg !== "string" || !ASSERTION_ALGORITHMS.includes(alg))) return false;
-  const key = registered ? await importJWK(registered.jwk, alg) : await dummyKey();
+  const usable = registered !== undefined && typeof alg === "string" && ASSERTION_ALGORITHMS.includes(alg);
+  // Without a usable registered key the assertion is checked against a
+  // throwaway key anyway: the same work, and the same answer, as a bad signature.
+  const key = usable ? await importJWK(registered.jwk, alg) : await dummyKey();
   const now = deps.now();
+  let payload: { jti?: unknown; exp?: number; iat?: number };
   try {
-    const { payload } = await jwtVerify(assertion, key, {
-      algorithms: registered ? [alg!] : ["ES256"],
+    ({ payload } = await jwtVerify(assertion, key, {
+      algorithms: usable ? [alg] : ["ES256"],
       issuer: clientId,
       subject: clientId,
       audience: stsAudienceForZone(zone.slug),
@@ -88,23 +102,26 @@ async function assertionVerifies(
       maxTokenAge: MAX_ASSERTION_AGE_SECONDS,
       clockTolerance: 5,
       requiredClaims: ["exp", "iat", "jti"],
-    });
-    if (!registered || !app) return false;
-    if (typeof payload.jti !== "string" || payload.jti.length > 256) {
-      throw decision.refuse(Code.Unauthenticated, Reason.CLIENT_ASSERTION_INVALID, "client assertion jti is malformed");
-    }
-    const first = await claimAssertionJti(deps.store, zone.id, clientId, payload.jti, new Date(payload.exp! * 1000), new Date(now));
-    if (!first) throw decision.refuse(Code.Unauthenticated, Reason.CLIENT_ASSERTION_REPLAYED, "client assertion was already used");
-    return true;
+    }));
   } catch (error) {
-    if (!(error instanceof errors.JOSEError) || !registered) {
-      if (error instanceof errors.JOSEError) return false;
-      throw error;
+    if (!(error instanceof errors.JOSEError)) throw error;
+    // Claim checks run only after the signature verified: the caller holds the key.
+    const signed = error instanceof errors.JWTClaimValidationFailed || error instanceof errors.JWTExpired;
+    if (usable && signed) {
+      throw decision.refuse(Code.Unauthenticated, Reason.CLIENT_ASSERTION_INVALID, `client assertion refused: ${error.message}`);
     }
-    throw decision.refuse(Code.Unauthenticated, Reason.CLIENT_ASSERTION_INVALID, `client assertion refused: ${error.code}`);
+    return undefined;
   }
+  if (!usable) return undefined;
+  // RFC 7523 wants assertions short-lived: bound the whole lifetime, not only the age.
+  if (payload.exp! - payload.iat! > MAX_ASSERTION_AGE_SECONDS) {
+    throw decision.refuse(Code.Unauthenticated, Reason.CLIENT_ASSERTION_INVALID, `client assertion may live at most ${MAX_ASSERTION_AGE_SECONDS} s`);
+  }
+  if (typeof payload.jti !== "string" || payload.jti === "" || payload.jti.length > 256) {
+    throw decision.refuse(Code.Unauthenticated, Reason.CLIENT_ASSERTION_INVALID, "client assertion jti is malformed");
+  }
+  return { jti: payload.jti, expiresAt: new Date(payload.exp! * 1000) };
 }
-
 function dummyKey(): Promise<CryptoKey> {
   dummyAssertionKey ??= generateKeyPair("ES256").then((pair) => pair.publicKey);
   return dummyAssertionKey;

@@ -23,6 +23,8 @@ export class Decision {
     this.#audit = audit;
     const request = ctx.values.get(requestContextKey);
     this.#log = request?.log;
+    // Callers join their own logs to the ledger with this, allowed or refused.
+    ctx.responseHeader.set("x-caracal-decision-id", this.id);
     this.#event = {
       ...event,
       decisionId: this.id,

@@ -41,7 +41,7 @@ export async function exchange(
 
   // Until the subject token is verified, a refusal is filed under the zone it
   // claims: attempts against a zone belong in that zone's ledger.
-  const claimedZone = claimedZoneOf(request.subjectToken);
+  const claimedZone = await existingZone(deps, claimedZoneOf(request.subjectToken));
   const decision = new Decision(deps.audit, ctx, { zone: claimedZone, type: EventType.EXCHANGE, resources, scopes });
   const subject = await verifySession(deps, request.subjectToken, decision);
   decision.note({
@@ -75,6 +75,8 @@ export async function exchange(
 
   const now = Math.floor(deps.now() / 1000);
   const lifetime = Math.min(requestedTtl ?? DEFAULT_RESOURCE_TTL_SECONDS, zone.maxResourceTtlSeconds, subject.exp - now);
+  // Within the clock tolerance a session can verify yet have no time left to lend.
+  if (lifetime <= 0) throw decision.refuse(Code.Unauthenticated, Reason.MANDATE_EXPIRED, "session mandate has expired");
   const claims: MandateClaims = {
     iss: issuerForZone(zone.slug),
     sub: subject.sub,
@@ -97,6 +99,11 @@ export async function exchange(
   const token = signMandate(claims, signingKey);
   decision.allow({ mandateId: claims.jti });
   return { mandate: token, info: mandateInfo(claims, signingKey.kid), decisionId: decision.id };
+}
+
+/** The slug when that zone exists, else "": refusals are never filed under a zone a stranger made up. */
+async function existingZone(deps: StsDeps, slug: string): Promise<string> {
+  return slug !== "" && (await deps.directory.zone(slug)) ? slug : "";
 }
 
 function claimedZoneOf(token: string): string {

@@ -31,8 +31,9 @@ export async function startSession(
   const requestedTtl = durationSeconds(request.ttl, "ttl", 24 * 3_600);
   const sessionLabels = labels(request.labels);
 
-  const decision = new Decision(deps.audit, ctx, { zone: slug, type: EventType.START_SESSION, clientId, subject: clientId });
   const zone = await deps.directory.zone(slug);
+  // A zone that does not exist has no ledger: the refusal is logged, not filed under a made-up zone.
+  const decision = new Decision(deps.audit, ctx, { zone: zone ? slug : "", type: EventType.START_SESSION, clientId, subject: clientId });
   if (!zone) throw decision.refuse(Code.NotFound, Reason.ZONE_NOT_FOUND, `zone ${slug} does not exist`);
   const app = await authenticateClient(deps, zone, clientId, credential, decision);
 

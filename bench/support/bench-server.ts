@@ -37,6 +37,16 @@ await bootstrap(store, kek, { dataDir, target, now: Date.now, log });
 const profile = JSON.parse(await readFile(adminProfilePath(dataDir), "utf8"));
 process.stdout.write(JSON.stringify({ address: target, profile }) + "\n");
 
+if (process.env.BENCH_ELU) {
+  const { performance } = await import("node:perf_hooks");
+  let last = performance.eventLoopUtilization();
+  setInterval(() => {
+    const now = performance.eventLoopUtilization();
+    process.stderr.write(`elu ${performance.eventLoopUtilization(now, last).utilization.toFixed(2)}\n`);
+    last = now;
+  }, 2000).unref();
+}
+
 process.once("SIGTERM", async () => {
   await server.close();
   await bus.close();

@@ -3,7 +3,7 @@ import {
   Code,
   ConnectError,
   createContextValues,
-  createHandlerContext,
+  type HandlerContext,
   type Interceptor,
   type ServiceImpl,
   type StreamRequest,
@@ -37,16 +37,21 @@ export function addBridgedService<S extends DescService>(
     const implementation = (impl as Record<string, (...args: never[]) => unknown>)[method.localName];
     if (!implementation) continue;
     const handle: AnyFn = async (req) => {
-      const ctx = createHandlerContext({
+      // A plain HandlerContext: connect's createHandlerContext links two new
+      // AbortControllers per call, which this hot path does not need.
+      const ctx: HandlerContext = {
         service,
         method: req.method,
         protocolName: "grpc",
         requestMethod: "POST",
         url: req.url,
-        requestSignal: req.signal,
+        signal: req.signal,
+        timeoutMs: () => undefined,
         requestHeader: req.header,
-        contextValues: req.contextValues,
-      });
+        responseHeader: new Headers(),
+        responseTrailer: new Headers(),
+        values: req.contextValues,
+      };
       const call = implementation as unknown as (message: unknown, ctx: unknown) => unknown;
       if (req.stream) {
         const messages = call(await first(req.message), ctx) as AsyncIterable<object>;

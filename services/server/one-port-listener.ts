@@ -67,7 +67,8 @@ export async function listenOnePort(
     });
   });
 
-  const tcp = net.createServer((socket) => {
+  // RPCs are small request/response pairs: Nagle's algorithm would hold them back.
+  const tcp = net.createServer({ noDelay: true }, (socket) => {
     sockets.add(socket);
     socket.on("close", () => sockets.delete(socket));
     // A peer that resets mid-handshake must not take the process down.

@@ -41,9 +41,10 @@ export async function exchange(
 
   // Until the subject token is verified, a refusal is filed under the zone it
   // claims: attempts against a zone belong in that zone's ledger.
-  const claimedZone = await existingZone(deps, claimedZoneOf(request.subjectToken));
+  const known = deps.verifiedSessions.get(request.subjectToken, deps.now());
+  const claimedZone = known?.zone ?? (await existingZone(deps, claimedZoneOf(request.subjectToken)));
   const decision = new Decision(deps.audit, ctx, { zone: claimedZone, type: EventType.EXCHANGE, resources, scopes });
-  const subject = await verifySession(deps, request.subjectToken, decision);
+  const subject = known ?? (await verifySession(deps, request.subjectToken, decision));
   decision.note({
     zone: subject.zone,
     clientId: subject.client_id,
@@ -115,9 +116,12 @@ function claimedZoneOf(token: string): string {
   }
 }
 
+/**
+ * Verifies a session mandate and remembers it: an agent presents the same
+ * session mandate for every exchange, so its signature and claims are checked
+ * once, then held until it expires.
+ */
 async function verifySession(deps: StsDeps, token: string, decision: Decision): Promise<MandateClaims> {
-  // An agent presents the same session mandate for every exchange; its
-  // signature and claims are checked once, then held until it expires.
   const known = deps.verifiedSessions.get(token, deps.now());
   if (known) return known;
   try {

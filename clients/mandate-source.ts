@@ -1,3 +1,4 @@
+import type { MandateProvider } from "../interceptors/mandate-provider.js";
 import type { Client } from "@connectrpc/connect";
 import type { TokenService } from "../gen/caracal/sts/v1/token_service_pb.js";
 
@@ -35,7 +36,7 @@ interface Cached {
  * const source = new MandateSource({ sts, zone: "default", clientId: "billing-agent", credential: { clientSecret } });
  * const mandate = await source.mandateFor("billing-api", ["invoices.read"]);
  */
-export class MandateSource {
+export class MandateSource implements MandateProvider {
   readonly #options: MandateSourceOptions;
   readonly #now: () => number;
   readonly #skewMs: number;

@@ -11,11 +11,24 @@ export class MandateError extends Error {
   readonly reason: Reason;
   /** Extra non-secret facts, e.g. the missing `scope`. */
   readonly metadata: Readonly<Record<string, string>>;
+  /** The audit decision id, once the refusal was recorded. */
+  readonly decisionId: string | undefined;
 
-  constructor(reason: Reason, message: string, metadata: Record<string, string> = {}, options?: ErrorOptions) {
+  constructor(
+    reason: Reason,
+    message: string,
+    metadata: Record<string, string> = {},
+    options?: ErrorOptions & { decisionId?: string },
+  ) {
     super(message, options);
     this.reason = reason;
     this.metadata = metadata;
+    this.decisionId = options?.decisionId;
+  }
+
+  /** The same refusal, carrying the decision id it was recorded under. */
+  withDecision(decisionId: string): MandateError {
+    return new MandateError(this.reason, this.message, { ...this.metadata }, { cause: this.cause, decisionId });
   }
 
   /** The gRPC status code this refusal is answered with. */

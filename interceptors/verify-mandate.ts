@@ -139,6 +139,23 @@ export async function verifyMandate(token: string, options: VerifyMandateOptions
     throw new MandateError(Reason.MANDATE_MALFORMED, `mandate lifetime exceeds ${maxLifetime} s`);
   }
 
+  checkAuthority(claims, options);
+  return claims;
+}
+
+/**
+ * The checks that depend on where and how a mandate is used rather than on
+ * the token itself: zone allowed, `use`, resource in `aud` and `target`,
+ * required scopes. `verifyMandate` ends with them; a verifier holding claims
+ * it verified earlier (a cache hit) runs them again for each call.
+ */
+export function checkAuthority(
+  claims: MandateClaims,
+  options: Pick<VerifyMandateOptions, "use" | "resource" | "scopes" | "allowedZones">,
+): void {
+  if (options.allowedZones && !options.allowedZones.includes(claims.zone)) {
+    throw new MandateError(Reason.WRONG_ZONE, `zone ${claims.zone} is not accepted here`);
+  }
   if (claims.use !== options.use) {
     throw new MandateError(Reason.MANDATE_WRONG_USE, `a ${claims.use} mandate is not accepted where a ${options.use} mandate is required`);
   }
@@ -148,7 +165,7 @@ export async function verifyMandate(token: string, options: VerifyMandateOptions
     if (!claims.target.includes(resource) || !audiences.includes(resource)) {
       throw new MandateError(Reason.WRONG_AUDIENCE, `mandate is not for resource ${resource}`, { resource });
     }
-  } else if (!audiences.includes(stsAudienceForZone(zone))) {
+  } else if (!audiences.includes(stsAudienceForZone(claims.zone))) {
     throw new MandateError(Reason.WRONG_AUDIENCE, "session mandate is not addressed to this zone's STS");
   }
   if (options.scopes && options.scopes.length > 0) {
@@ -156,7 +173,6 @@ export async function verifyMandate(token: string, options: VerifyMandateOptions
     const missing = options.scopes.find((scope) => !held.has(scope));
     if (missing !== undefined) throw new MandateError(Reason.SCOPE_MISSING, `scope ${missing} not in mandate`, { scope: missing });
   }
-  return claims;
 }
 
 /** Misuse by the caller is a TypeError, never a refusal blamed on the token. */

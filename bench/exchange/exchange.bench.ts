@@ -13,7 +13,7 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { AdminService } from "../../gen/caracal/admin/v1/admin_service_pb.js";
 import { ExchangeRequestSchema, TokenService } from "../../gen/caracal/sts/v1/token_service_pb.js";
 import { grpcServiceDefinition } from "../../interceptors/grpc-js/service-definition.js";
-import { mandateClientInterceptor } from "../../clients/connect/mandate-client-interceptor.js";
+import { mandateClientInterceptor } from "../../interceptors/connect/mandate-client-interceptor.js";
 import { MandateSource } from "../../clients/mandate-source.js";
 import { spawnBenchServer } from "../support/spawn-bench-server.js";
 

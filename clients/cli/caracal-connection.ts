@@ -2,7 +2,7 @@ import { createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { AdminService } from "../../gen/caracal/admin/v1/admin_service_pb.js";
 import { TokenService } from "../../gen/caracal/sts/v1/token_service_pb.js";
-import { mandateClientInterceptor } from "../connect/mandate-client-interceptor.js";
+import { mandateClientInterceptor } from "../../interceptors/connect/mandate-client-interceptor.js";
 import { MandateSource } from "../mandate-source.js";
 
 /** The admin application's credential, from the admin profile. */

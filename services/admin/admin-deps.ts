@@ -2,7 +2,7 @@ import { Code, type HandlerContext } from "@connectrpc/connect";
 import { EventType } from "../../gen/caracal/audit/v1/audit_event_pb.js";
 import { Reason } from "../../gen/caracal/errors/v1/error_detail_pb.js";
 import { caracalError } from "../../interceptors/caracal-error.js";
-import { verifiedMandateKey } from "../../interceptors/connect/mandate-server-interceptor.js";
+import { verifiedMandateKey } from "../../interceptors/connect/edge-server-interceptor.js";
 import type { AuditPublisher } from "../audit/audit-publisher.js";
 import type { DirectoryCache } from "../directory/directory-cache.js";
 import { findZone, type ZoneRecord } from "../directory/zones.js";

@@ -1,12 +1,12 @@
 import { randomUUID } from "node:crypto";
-import { create, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
+import { create, toBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { Logger } from "pino";
-import { AuditEventSchema, type AuditEvent } from "../../gen/caracal/audit/v1/audit_event_pb.js";
+import { AuditEventSchema } from "../../gen/caracal/audit/v1/audit_event_pb.js";
+import type { AuditEventInit, AuditSink } from "../../interceptors/audit-sink.js";
 import type { Bus } from "../bus/bus.js";
 
-/** An audit event as producers describe it (a plain init object); id and time are filled in when absent. */
-export type AuditEventInit = Exclude<MessageInitShape<typeof AuditEventSchema>, AuditEvent> & { zone: string };
+export type { AuditEventInit };
 
 /** Options of {@link AuditPublisher}. */
 export interface AuditPublisherOptions {
@@ -25,7 +25,7 @@ export interface AuditPublisherOptions {
  * is full `record` returns false so the caller can refuse rather than act
  * unrecorded.
  */
-export class AuditPublisher {
+export class AuditPublisher implements AuditSink {
   readonly #bus: Bus;
   readonly #log: Logger;
   readonly #maxPending: number;

@@ -4,7 +4,7 @@ import * as grpc from "@grpc/grpc-js";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "pino";
 import { Health } from "../../gen/grpc/health/v1/health_pb.js";
-import { mandateServerInterceptor } from "../../interceptors/connect/mandate-server-interceptor.js";
+import { edgeServerInterceptor } from "../../interceptors/connect/edge-server-interceptor.js";
 import { VerifiedMandateCache } from "../../interceptors/verified-mandate-cache.js";
 import { createAdminService } from "../admin/admin-service.js";
 import { AuditPublisher } from "../audit/audit-publisher.js";
@@ -94,10 +94,11 @@ export async function startCaracalServer(options: CaracalServerOptions): Promise
     ...serverInterceptors(log),
     // Caracal's own admin plane is protected like any service: requirements
     // come from the proto options; health checks are public.
-    mandateServerInterceptor({
+    edgeServerInterceptor({
       keys: deps.keys.resolve,
       allowedZones: [ADMIN_ZONE],
       requirements: { [Health.typeName]: { public: true } },
+      audit: deps.audit,
       now,
     }),
   ];

@@ -3,6 +3,7 @@ import { Code, type ConnectError, type HandlerContext } from "@connectrpc/connec
 import { AuditDecision } from "../../gen/caracal/audit/v1/audit_event_pb.js";
 import { Reason } from "../../gen/caracal/errors/v1/error_detail_pb.js";
 import { caracalError } from "../../interceptors/caracal-error.js";
+import { traceIdOf } from "../../interceptors/edge-verifier.js";
 import type { Logger } from "pino";
 import type { AuditEventInit, AuditPublisher } from "../audit/audit-publisher.js";
 import { requestContextKey } from "../server/request-context.js";
@@ -61,10 +62,4 @@ export class Decision {
       throw caracalError(Code.Unavailable, Reason.AUDIT_UNAVAILABLE, "audit queue is full; try again", { decisionId: this.id });
     }
   }
-}
-
-/** The trace id of a W3C `traceparent` header, or "" when absent or malformed. */
-export function traceIdOf(traceparent: string | null): string {
-  const match = traceparent === null ? null : /^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$/.exec(traceparent);
-  return match?.[1] ?? "";
 }

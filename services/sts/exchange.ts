@@ -10,7 +10,8 @@ import { verifyMandate } from "../../interceptors/verify-mandate.js";
 import type { ZoneRecord } from "../directory/zones.js";
 import { durationSeconds, identifier, invalidArgument, scopeList } from "../validation.js";
 import { Decision } from "./decision.js";
-import { actorsOf, mandateInfo } from "./mandate-info.js";
+import { actorsOf } from "../../interceptors/delegation-chain.js";
+import { mandateInfo } from "./mandate-info.js";
 import { signMandate } from "./mandate-signer.js";
 import type { StsDeps } from "./sts-deps.js";
 

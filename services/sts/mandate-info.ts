@@ -1,14 +1,8 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { type ActorSchema, MandateInfoSchema, Use } from "../../gen/caracal/mandate/v1/mandate_pb.js";
-import { scopesOf, type ActorClaim, type MandateClaims } from "../../interceptors/mandate-claims.js";
-
-/** The delegation chain of an `act` claim, outermost first, as protobuf `Actor`s. */
-export function actorsOf(act: ActorClaim | undefined): MessageInitShape<typeof ActorSchema>[] {
-  const chain: MessageInitShape<typeof ActorSchema>[] = [];
-  for (let hop = act; hop; hop = hop.act) chain.push({ clientId: hop.client_id, subject: hop.sub, sessionId: hop.sid });
-  return chain;
-}
+import { MandateInfoSchema, Use } from "../../gen/caracal/mandate/v1/mandate_pb.js";
+import { actorsOf } from "../../interceptors/delegation-chain.js";
+import { scopesOf, type MandateClaims } from "../../interceptors/mandate-claims.js";
 
 /** The non-secret summary of a mandate's claims that responses and logs carry. */
 export function mandateInfo(claims: MandateClaims, kid: string): MessageInitShape<typeof MandateInfoSchema> {

@@ -19,7 +19,7 @@ import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-no
 import { AuditEventSchema, type AuditEvent } from "../../gen/caracal/audit/v1/audit_event_pb.js";
 import { AdminService } from "../../gen/caracal/admin/v1/admin_service_pb.js";
 import { TokenService } from "../../gen/caracal/sts/v1/token_service_pb.js";
-import { mandateClientInterceptor } from "../../clients/connect/mandate-client-interceptor.js";
+import { mandateClientInterceptor } from "../../interceptors/connect/mandate-client-interceptor.js";
 import { MandateSource, type ApplicationCredential } from "../../clients/mandate-source.js";
 import { adminProfilePath, bootstrap, type AdminProfile } from "../../services/bootstrap.js";
 import type { Bus, Subscription } from "../../services/bus/bus.js";

@@ -1,0 +1,150 @@
+import { Reason } from "../gen/caracal/errors/v1/error_detail_pb.js";
+import type { MandateClaims } from "./mandate-claims.js";
+import { MandateError } from "./mandate-error.js";
+
+/** What one revocation covers; mirrors `caracal.revocation.v1.RevocationTarget`. */
+export type RevocationTarget =
+  | { readonly kind: "mandate"; readonly mandateId: string }
+  /** A session and everything derived from it: matches `sid` or `root_sid`. */
+  | { readonly kind: "session"; readonly sessionId: string }
+  /** Everything issued to an application before `issuedBeforeMs`. */
+  | { readonly kind: "application"; readonly clientId: string; readonly issuedBeforeMs: number }
+  /** Everything in the zone issued before `issuedBeforeMs`. */
+  | { readonly kind: "zone"; readonly issuedBeforeMs: number };
+
+/** One revocation as a verifier holds it. */
+export interface RevocationEntry {
+  /** The revocation id. */
+  readonly id: string;
+  /** The zone it applies to. */
+  readonly zone: string;
+  /** What it covers. */
+  readonly target: RevocationTarget;
+  /** After this every mandate it could cover has expired; the entry can go. */
+  readonly expiresAtMs: number;
+}
+
+/**
+ * What a verifier asks before admitting a mandate. `isRevoked` answers from
+ * the view; `assertFresh` throws `REASON_REVOCATION_STALE` when the view cannot
+ * show it is current, so the verifier fails closed.
+ */
+export interface RevocationView {
+  /** Throws a {@link MandateError} with REASON_REVOCATION_STALE when the view may be missing revocations. */
+  assertFresh(nowMs: number): void;
+  /** Whether any revocation covers these claims. */
+  isRevoked(claims: MandateClaims): boolean;
+  /** Calls `listener` with every revocation added from now on (the verified-mandate cache drops what it covers). */
+  onRevocation(listener: (entry: RevocationEntry) => void): () => void;
+}
+
+/** Whether one revocation covers a mandate's claims. */
+export function covers(entry: RevocationEntry, claims: MandateClaims): boolean {
+  if (entry.zone !== claims.zone) return false;
+  const target = entry.target;
+  switch (target.kind) {
+    case "mandate":
+      return claims.jti === target.mandateId;
+    case "session":
+      return claims.sid === target.sessionId || claims.root_sid === target.sessionId;
+    case "application":
+      return claims.client_id === target.clientId && claims.iat * 1000 < target.issuedBeforeMs;
+    case "zone":
+      return claims.iat * 1000 < target.issuedBeforeMs;
+  }
+}
+
+/**
+ * A revocation view held in memory: always fresh, fed by whoever calls `add`.
+ * Lookups are by index (mandate id, session id, application), so a check costs
+ * a few map reads however many revocations there are. Entries are dropped
+ * once every mandate they could cover has expired, so memory stays bounded.
+ */
+export class InMemoryRevocationView implements RevocationView {
+  readonly #byMandate = new Map<string, RevocationEntry>();
+  readonly #bySession = new Map<string, RevocationEntry>();
+  readonly #byApplication = new Map<string, RevocationEntry[]>();
+  readonly #byZone = new Map<string, RevocationEntry[]>();
+  readonly #listeners = new Set<(entry: RevocationEntry) => void>();
+  readonly #now: () => number;
+
+  constructor(options: { now?: () => number } = {}) {
+    this.#now = options.now ?? Date.now;
+  }
+
+  /** An in-memory view knows everything it was told. */
+  assertFresh(): void {}
+
+  /** Adds a revocation and tells listeners. */
+  add(entry: RevocationEntry): void {
+    const target = entry.target;
+    switch (target.kind) {
+      case "mandate":
+        this.#byMandate.set(`${entry.zone}/${target.mandateId}`, entry);
+        break;
+      case "session":
+        this.#bySession.set(`${entry.zone}/${target.sessionId}`, entry);
+        break;
+      case "application":
+        push(this.#byApplication, `${entry.zone}/${target.clientId}`, entry);
+        break;
+      case "zone":
+        push(this.#byZone, entry.zone, entry);
+        break;
+    }
+    for (const listener of this.#listeners) listener(entry);
+  }
+
+  isRevoked(claims: MandateClaims): boolean {
+    const now = this.#now();
+    const live = (entry: RevocationEntry | undefined) => entry !== undefined && entry.expiresAtMs > now && covers(entry, claims);
+    return (
+      live(this.#byMandate.get(`${claims.zone}/${claims.jti}`)) ||
+      live(this.#bySession.get(`${claims.zone}/${claims.sid}`)) ||
+      live(this.#bySession.get(`${claims.zone}/${claims.root_sid}`)) ||
+      (this.#byApplication.get(`${claims.zone}/${claims.client_id}`)?.some(live) ?? false) ||
+      (this.#byZone.get(claims.zone)?.some(live) ?? false)
+    );
+  }
+
+  onRevocation(listener: (entry: RevocationEntry) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /** Drops entries whose mandates have all expired; returns how many went. */
+  prune(): number {
+    const now = this.#now();
+    let dropped = 0;
+    for (const map of [this.#byMandate, this.#bySession]) {
+      for (const [key, entry] of map) if (entry.expiresAtMs <= now && map.delete(key)) dropped++;
+    }
+    for (const map of [this.#byApplication, this.#byZone]) {
+      for (const [key, entries] of map) {
+        const kept = entries.filter((entry) => entry.expiresAtMs > now);
+        dropped += entries.length - kept.length;
+        if (kept.length === 0) map.delete(key);
+        else map.set(key, kept);
+      }
+    }
+    return dropped;
+  }
+
+  /** Entries held. */
+  get size(): number {
+    let size = this.#byMandate.size + this.#bySession.size;
+    for (const map of [this.#byApplication, this.#byZone]) for (const entries of map.values()) size += entries.length;
+    return size;
+  }
+}
+
+function push<K, V>(map: Map<K, V[]>, key: K, value: V): void {
+  const list = map.get(key);
+  if (list) list.push(value);
+  else map.set(key, [value]);
+}
+
+/** The refusal a stale view causes; exported for views that track freshness. */
+export function staleRevocationView(ageMs: number, maxStalenessMs: number): MandateError {
+  return new MandateError(Reason.REVOCATION_STALE, `revocation view is ${ageMs} ms old, more than the allowed ${maxStalenessMs} ms`);
+}

@@ -38,10 +38,18 @@ export interface EdgeVerifierOptions {
   readonly cacheSize?: number;
 }
 
+/** A method known only by name (a service without protobuf-es descriptors): only the requirement map applies. */
+export interface MethodName {
+  /** Fully qualified service name, e.g. `acme.billing.v1.BillingService`. */
+  readonly service: string;
+  /** Method name, e.g. `ListInvoices`. */
+  readonly name: string;
+}
+
 /** What the verifier needs to know about one call. */
 export interface EdgeCall {
-  /** The method called (its descriptor carries the requirement). */
-  readonly method: DescMethod;
+  /** The method called: its descriptor (which carries the requirement option), or its name. */
+  readonly method: DescMethod | MethodName;
   /** The `authorization` metadata, or null. */
   readonly authorization: string | null;
   /** The `traceparent` metadata, or null. */
@@ -90,13 +98,13 @@ export class EdgeVerifier {
    * when recorded). Never throws anything else for a bad token.
    */
   async check(call: EdgeCall): Promise<EdgeAdmission> {
-    const requirement = requirementOf(call.method, this.#options.requirements);
+    const requirement = requirementFor(call.method, this.#options.requirements);
     if (requirement?.public) return { decisionId: "", claims: undefined };
     const decisionId = randomUUID();
     let claims: MandateClaims | undefined;
     try {
       if (requirement === undefined) {
-        throw new MandateError(Reason.METHOD_NOT_DECLARED, `${call.method.parent.typeName}/${call.method.name} declares no requirement`);
+        throw new MandateError(Reason.METHOD_NOT_DECLARED, `${serviceOf(call.method)}/${call.method.name} declares no requirement`);
       }
       claims = await this.#verify(call.authorization, requirement);
       if (this.#options.revocations?.isRevoked(claims)) throw new MandateError(Reason.MANDATE_REVOKED, "mandate was revoked");
@@ -160,7 +168,7 @@ export class EdgeVerifier {
       decisionId,
       requestId: call.requestId ?? "",
       traceId: traceIdOf(call.traceparent ?? null),
-      edgeService: call.method.parent.typeName,
+      edgeService: serviceOf(call.method),
       edgeMethod: call.method.name,
       resources: requirement && !requirement.public ? [requirement.resource] : [],
       scopes: requirement && !requirement.public ? [...requirement.scopes] : [],
@@ -178,6 +186,15 @@ export class EdgeVerifier {
     };
     return sink.record(event);
   }
+}
+
+function serviceOf(method: DescMethod | MethodName): string {
+  return "kind" in method ? method.parent.typeName : method.service;
+}
+
+function requirementFor(method: DescMethod | MethodName, requirements: RequirementMap = {}): MethodRequirement | undefined {
+  if ("kind" in method) return requirementOf(method, requirements);
+  return requirements[`${method.service}/${method.name}`] ?? requirements[method.service];
 }
 
 /** The zone a token claims, read only to file a refusal; undefined when unreadable. */

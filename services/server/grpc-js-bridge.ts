@@ -11,10 +11,10 @@ import {
   type UnaryRequest,
   type UnaryResponse,
 } from "@connectrpc/connect";
-import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import * as grpc from "@grpc/grpc-js";
 import { Reason } from "../../gen/caracal/errors/v1/error_detail_pb.js";
 import { caracalError } from "../../interceptors/caracal-error.js";
+import { grpcStatusOf, headersToMetadata } from "../../interceptors/grpc-js/grpc-status.js";
 import { grpcServiceDefinition, UNDECODABLE } from "../../interceptors/grpc-js/service-definition.js";
 
 type AnyFn = (req: UnaryRequest | StreamRequest) => Promise<UnaryResponse | StreamResponse>;
@@ -68,10 +68,10 @@ export function addBridgedService<S extends DescService>(
         void (async () => {
           try {
             const res = await invoke(request(service, method, call, false));
-            call.sendMetadata(toMetadata(res.header));
-            callback(null, res.message, toMetadata(res.trailer));
+            call.sendMetadata(headersToMetadata(res.header));
+            callback(null, res.message, headersToMetadata(res.trailer));
           } catch (error) {
-            callback(toServiceError(error));
+            callback(grpcStatusOf(error));
           }
         })();
       };
@@ -80,14 +80,14 @@ export function addBridgedService<S extends DescService>(
         void (async () => {
           try {
             const res = (await invoke(request(service, method, call, true))) as StreamResponse;
-            call.sendMetadata(toMetadata(res.header));
+            call.sendMetadata(headersToMetadata(res.header));
             for await (const message of res.message) {
               if (call.cancelled) break;
               if (!call.write(message)) await new Promise((resolve) => call.once("drain", resolve));
             }
-            call.end(toMetadata(res.trailer));
+            call.end(headersToMetadata(res.trailer));
           } catch (error) {
-            call.emit("error", toServiceError(error));
+            call.emit("error", grpcStatusOf(error));
           }
         })();
       };
@@ -134,23 +134,4 @@ async function first<T>(messages: AsyncIterable<T>): Promise<T> {
 
 async function* messagesOf(method: DescMethod, messages: AsyncIterable<object>): AsyncIterable<object> {
   for await (const message of messages) yield create(method.output, message as Record<string, unknown>);
-}
-
-function toMetadata(headers: Headers): grpc.Metadata {
-  const metadata = new grpc.Metadata();
-  headers.forEach((value, key) => {
-    if (key.endsWith("-bin")) metadata.add(key, Buffer.from(value, "base64"));
-    else metadata.add(key, value);
-  });
-  return metadata;
-}
-
-/** A ConnectError as grpc-js sends it: code, message, and the error details in `grpc-status-details-bin`. */
-function toServiceError(error: unknown): Partial<grpc.ServiceError> {
-  const connectError = ConnectError.from(error);
-  const trailer = new Headers();
-  setTrailerStatus(trailer, connectError);
-  trailer.delete("grpc-status");
-  trailer.delete("grpc-message");
-  return { code: connectError.code as number as grpc.status, details: connectError.rawMessage, metadata: toMetadata(trailer) };
 }

@@ -83,6 +83,9 @@ export class EdgeVerifier {
   readonly #options: EdgeVerifierOptions;
   readonly #now: () => number;
   readonly #cache: VerifiedMandateCache | undefined;
+  // A method's requirement never changes: resolved once per method, not per call.
+  readonly #requirements = new WeakMap<DescMethod, MethodRequirement | null>();
+  readonly #unsubscribe: (() => void) | undefined;
 
   constructor(options: EdgeVerifierOptions) {
     this.#options = options;
@@ -90,7 +93,7 @@ export class EdgeVerifier {
     const size = options.cacheSize ?? 10_000;
     this.#cache = size > 0 ? new VerifiedMandateCache(size) : undefined;
     // A revoked mandate must not be served from the cache for one more call.
-    options.revocations?.onRevocation((entry) => this.#cache?.deleteWhere((claims) => covers(entry, claims)));
+    this.#unsubscribe = options.revocations?.onRevocation((entry) => this.#cache?.deleteWhere((claims) => covers(entry, claims)));
   }
 
   /**
@@ -98,7 +101,7 @@ export class EdgeVerifier {
    * when recorded). Never throws anything else for a bad token.
    */
   async check(call: EdgeCall): Promise<EdgeAdmission> {
-    const requirement = requirementFor(call.method, this.#options.requirements);
+    const requirement = this.#requirementOf(call.method);
     if (requirement?.public) return { decisionId: "", claims: undefined };
     const decisionId = randomUUID();
     let claims: MandateClaims | undefined;
@@ -117,6 +120,21 @@ export class EdgeVerifier {
       throw new MandateError(Reason.AUDIT_UNAVAILABLE, "audit sink is full; refusing rather than act unrecorded", {}, { decisionId });
     }
     return { decisionId, claims };
+  }
+
+  /** Stops listening to the revocation view (a verifier that is done with a shared view). */
+  close(): void {
+    this.#unsubscribe?.();
+  }
+
+  #requirementOf(method: DescMethod | MethodName): MethodRequirement | undefined {
+    if (!("kind" in method)) return requirementFor(method, this.#options.requirements);
+    let requirement = this.#requirements.get(method);
+    if (requirement === undefined) {
+      requirement = requirementFor(method, this.#options.requirements) ?? null;
+      this.#requirements.set(method, requirement);
+    }
+    return requirement ?? undefined;
   }
 
   async #verify(authorization: string | null, requirement: Exclude<MethodRequirement, { public: true }>): Promise<MandateClaims> {

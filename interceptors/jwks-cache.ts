@@ -46,6 +46,7 @@ export class JwksCache {
   readonly #inFlight = new Map<string, Promise<ZoneKeys>>();
   readonly #lastForced = new Map<string, number>();
   readonly #timers = new Map<string, NodeJS.Timeout>();
+  #closed = false;
 
   constructor(options: JwksCacheOptions) {
     this.#options = {
@@ -73,8 +74,9 @@ export class JwksCache {
     return keys.keys.get(kid);
   };
 
-  /** Stops background refreshes. */
+  /** Stops background refreshes (lookups still fetch on demand, but nothing is scheduled again). */
   close(): void {
+    this.#closed = true;
     for (const timer of this.#timers.values()) clearInterval(timer);
     this.#timers.clear();
   }
@@ -98,7 +100,11 @@ export class JwksCache {
         // cannot widen what a verifier accepts.
         if (typeof jwk.kid !== "string" || typeof jwk.alg !== "string" || !MANDATE_ALGORITHMS.includes(jwk.alg)) continue;
         if (jwk.d !== undefined) continue; // never accept private key material as a verification key
-        keys.set(jwk.kid, { key: (await importJWK(jwk, jwk.alg)) as CryptoKey, alg: jwk.alg });
+        // One entry this verifier cannot use (malformed, another curve, a
+        // secret) is skipped like any other; it must not cost the zone its good keys.
+        const key = await importJWK(jwk, jwk.alg).catch(() => undefined);
+        if (!isPublicKey(key)) continue;
+        keys.set(jwk.kid, { key, alg: jwk.alg });
       }
       const entry = { fetchedAt, keys };
       this.#zones.set(zone, entry);
@@ -112,13 +118,18 @@ export class JwksCache {
   }
 
   #scheduleRefresh(zone: string): void {
-    if (this.#timers.has(zone)) return;
+    // A fetch still in flight when the cache is closed must not re-arm the timer.
+    if (this.#closed || this.#timers.has(zone)) return;
     const timer = setInterval(() => {
       this.#fetch(zone).catch((error: unknown) => this.#options.onError?.(error, zone));
     }, this.#options.refreshIntervalMs);
     timer.unref();
     this.#timers.set(zone, timer);
   }
+}
+
+function isPublicKey(key: CryptoKey | Uint8Array | undefined): key is CryptoKey {
+  return key !== undefined && !(key instanceof Uint8Array) && key.type === "public";
 }
 
 /**

@@ -67,6 +67,8 @@ export class InMemoryRevocationView implements RevocationView {
   readonly #byZone = new Map<string, RevocationEntry[]>();
   readonly #listeners = new Set<(entry: RevocationEntry) => void>();
   readonly #now: () => number;
+  /** Entries held, kept as a number so the empty case is one comparison. */
+  #count = 0;
 
   constructor(options: { now?: () => number } = {}) {
     this.#now = options.now ?? Date.now;
@@ -80,30 +82,33 @@ export class InMemoryRevocationView implements RevocationView {
     const target = entry.target;
     switch (target.kind) {
       case "mandate":
-        this.#byMandate.set(`${entry.zone}/${target.mandateId}`, entry);
+        this.#count += replace(this.#byMandate, `${entry.zone}/${target.mandateId}`, entry);
         break;
       case "session":
-        this.#bySession.set(`${entry.zone}/${target.sessionId}`, entry);
+        this.#count += replace(this.#bySession, `${entry.zone}/${target.sessionId}`, entry);
         break;
       case "application":
         push(this.#byApplication, `${entry.zone}/${target.clientId}`, entry);
+        this.#count++;
         break;
       case "zone":
         push(this.#byZone, entry.zone, entry);
+        this.#count++;
         break;
     }
     for (const listener of this.#listeners) listener(entry);
   }
 
   isRevoked(claims: MandateClaims): boolean {
+    // Every admitted call asks; the common answer (nothing revoked) must be cheap.
+    if (this.#count === 0) return false;
     const now = this.#now();
-    const live = (entry: RevocationEntry | undefined) => entry !== undefined && entry.expiresAtMs > now && covers(entry, claims);
     return (
-      live(this.#byMandate.get(`${claims.zone}/${claims.jti}`)) ||
-      live(this.#bySession.get(`${claims.zone}/${claims.sid}`)) ||
-      live(this.#bySession.get(`${claims.zone}/${claims.root_sid}`)) ||
-      (this.#byApplication.get(`${claims.zone}/${claims.client_id}`)?.some(live) ?? false) ||
-      (this.#byZone.get(claims.zone)?.some(live) ?? false)
+      live(this.#byMandate.get(`${claims.zone}/${claims.jti}`), claims, now) ||
+      live(this.#bySession.get(`${claims.zone}/${claims.sid}`), claims, now) ||
+      live(this.#bySession.get(`${claims.zone}/${claims.root_sid}`), claims, now) ||
+      anyLive(this.#byApplication.get(`${claims.zone}/${claims.client_id}`), claims, now) ||
+      anyLive(this.#byZone.get(claims.zone), claims, now)
     );
   }
 
@@ -127,15 +132,31 @@ export class InMemoryRevocationView implements RevocationView {
         else map.set(key, kept);
       }
     }
+    this.#count -= dropped;
     return dropped;
   }
 
   /** Entries held. */
   get size(): number {
-    let size = this.#byMandate.size + this.#bySession.size;
-    for (const map of [this.#byApplication, this.#byZone]) for (const entries of map.values()) size += entries.length;
-    return size;
+    return this.#count;
   }
+}
+
+function live(entry: RevocationEntry | undefined, claims: MandateClaims, now: number): boolean {
+  return entry !== undefined && entry.expiresAtMs > now && covers(entry, claims);
+}
+
+function anyLive(entries: readonly RevocationEntry[] | undefined, claims: MandateClaims, now: number): boolean {
+  if (entries === undefined) return false;
+  for (const entry of entries) if (live(entry, claims, now)) return true;
+  return false;
+}
+
+/** Sets a key; returns 1 when it is new, 0 when it replaced an entry. */
+function replace<K, V>(map: Map<K, V>, key: K, value: V): number {
+  const added = map.has(key) ? 0 : 1;
+  map.set(key, value);
+  return added;
 }
 
 function push<K, V>(map: Map<K, V[]>, key: K, value: V): void {

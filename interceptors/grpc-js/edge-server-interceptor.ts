@@ -50,10 +50,9 @@ export function edgeServerInterceptor(options: GrpcEdgeOptions | (EdgeVerifier &
       start(next) {
         next({
           onReceiveMetadata(metadata, proceed) {
-            const [, service = "", name = ""] = descriptor.path.split("/");
             verifier
               .check({
-                method: methods.get(descriptor.path) ?? { service, name },
+                method: methods.get(descriptor.path) ?? methodName(descriptor.path),
                 authorization: single(metadata, "authorization"),
                 traceparent: single(metadata, "traceparent"),
                 requestId: single(metadata, "x-request-id") ?? undefined,
@@ -81,6 +80,12 @@ export function edgeServerInterceptor(options: GrpcEdgeOptions | (EdgeVerifier &
       },
     });
   };
+}
+
+/** A method outside the given services, by name: only the requirement map can admit it. */
+function methodName(path: string): { service: string; name: string } {
+  const [, service = "", name = ""] = path.split("/");
+  return { service, name };
 }
 
 /** One string value of a metadata key; null when absent, repeated or binary (all suspicious for these keys). */

@@ -3,7 +3,7 @@ import { EventType } from "../../gen/caracal/audit/v1/audit_event_pb.js";
 import { Reason } from "../../gen/caracal/errors/v1/error_detail_pb.js";
 import { caracalError } from "../../interceptors/caracal-error.js";
 import { verifiedMandateKey } from "../../interceptors/connect/edge-server-interceptor.js";
-import type { AuditPublisher } from "../audit/audit-publisher.js";
+import type { PublishingAuditSink } from "../../interceptors/publishing-audit-sink.js";
 import type { DirectoryCache } from "../directory/directory-cache.js";
 import { findZone, type ZoneRecord } from "../directory/zones.js";
 import type { KeyEncryptionKey } from "../keys/key-encryption-key.js";
@@ -18,7 +18,7 @@ export interface AdminDeps {
   readonly kek: KeyEncryptionKey;
   readonly keys: ZoneKeyRing;
   readonly directory: DirectoryCache;
-  readonly audit: AuditPublisher;
+  readonly audit: PublishingAuditSink;
   readonly now: () => number;
 }
 

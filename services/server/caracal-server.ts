@@ -7,7 +7,7 @@ import { Health } from "../../gen/grpc/health/v1/health_pb.js";
 import { edgeServerInterceptor } from "../../interceptors/connect/edge-server-interceptor.js";
 import { VerifiedMandateCache } from "../../interceptors/verified-mandate-cache.js";
 import { createAdminService } from "../admin/admin-service.js";
-import { AuditPublisher } from "../audit/audit-publisher.js";
+import { PublishingAuditSink } from "../../interceptors/publishing-audit-sink.js";
 import { ADMIN_ZONE } from "../bootstrap.js";
 import type { Bus } from "../bus/bus.js";
 import { SERVICE_CATALOG } from "../catalog.js";
@@ -44,7 +44,7 @@ export interface CaracalServer {
   /** Serving status per service, as the health service reports it. */
   readonly health: HealthStatus;
   /** The audit events this server produces, on their way to the bus. */
-  readonly audit: AuditPublisher;
+  readonly audit: PublishingAuditSink;
   /**
    * Drains: reports NOT_SERVING, stops accepting, lets in-flight calls finish
    * within the grace period, ends long-lived streams, waits for queued audit
@@ -78,7 +78,10 @@ export async function startCaracalServer(options: CaracalServerOptions): Promise
     now,
     directory: new DirectoryCache(store, { now }),
     keys: new ZoneKeyRing(store, kek, { now }),
-    audit: new AuditPublisher(bus, log, { now }),
+    audit: new PublishingAuditSink((zone, event, id) => bus.publish("audit", zone, event, id), {
+      now,
+      onError: (error, pending) => log.warn({ err: error, pending }, "audit publish failed; retrying"),
+    }),
     verifiedSessions: new VerifiedMandateCache(),
   };
 

@@ -5,7 +5,7 @@ import { Reason } from "../../gen/caracal/errors/v1/error_detail_pb.js";
 import { caracalError } from "../../interceptors/caracal-error.js";
 import { traceIdOf } from "../../interceptors/edge-verifier.js";
 import type { Logger } from "pino";
-import type { AuditEventInit, AuditPublisher } from "../audit/audit-publisher.js";
+import type { AuditEventInit, AuditSink } from "../../interceptors/audit-sink.js";
 import { requestContextKey } from "../server/request-context.js";
 
 /**
@@ -16,11 +16,11 @@ import { requestContextKey } from "../server/request-context.js";
 export class Decision {
   /** The decision id, returned to the caller and recorded in the ledger. */
   readonly id = randomUUID();
-  readonly #audit: AuditPublisher;
+  readonly #audit: AuditSink;
   readonly #event: AuditEventInit;
   readonly #log: Logger | undefined;
 
-  constructor(audit: AuditPublisher, ctx: HandlerContext, event: AuditEventInit) {
+  constructor(audit: AuditSink, ctx: HandlerContext, event: AuditEventInit) {
     this.#audit = audit;
     const request = ctx.values.get(requestContextKey);
     this.#log = request?.log;

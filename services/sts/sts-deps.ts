@@ -1,4 +1,4 @@
-import type { AuditPublisher } from "../audit/audit-publisher.js";
+import type { PublishingAuditSink } from "../../interceptors/publishing-audit-sink.js";
 import type { DirectoryCache } from "../directory/directory-cache.js";
 import type { VerifiedMandateCache } from "../../interceptors/verified-mandate-cache.js";
 import type { KeyEncryptionKey } from "../keys/key-encryption-key.js";
@@ -11,7 +11,7 @@ export interface StsDeps {
   readonly directory: DirectoryCache;
   readonly keys: ZoneKeyRing;
   readonly kek: KeyEncryptionKey;
-  readonly audit: AuditPublisher;
+  readonly audit: PublishingAuditSink;
   /** Session mandates already verified, so repeated exchanges skip the signature check. */
   readonly verifiedSessions: VerifiedMandateCache;
   /** The clock, ms since the epoch. Injected so tests can freeze it. */

@@ -1,33 +1,39 @@
 import { randomUUID } from "node:crypto";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import type { Logger } from "pino";
-import { AuditEventSchema } from "../../gen/caracal/audit/v1/audit_event_pb.js";
-import type { AuditEventInit, AuditSink } from "../../interceptors/audit-sink.js";
-import type { Bus } from "../bus/bus.js";
+import type { JetStreamClient } from "@nats-io/jetstream";
+import { AuditEventSchema } from "../gen/caracal/audit/v1/audit_event_pb.js";
+import type { AuditEventInit, AuditSink } from "./audit-sink.js";
 
-export type { AuditEventInit };
+/** Publishes one encoded `AuditEvent` and resolves when the stream acknowledged it. */
+export type AuditPublish = (zone: string, event: Uint8Array, eventId: string) => Promise<unknown>;
 
-/** Options of {@link AuditPublisher}. */
-export interface AuditPublisherOptions {
+/** Options of {@link PublishingAuditSink}. */
+export interface PublishingAuditSinkOptions {
   /** Most events waiting to be published; beyond it `record` refuses (default 10,000). */
   readonly maxPending?: number;
   /** Most publishes awaiting their acknowledgement at once (default 64). */
   readonly concurrency?: number;
   /** The clock, ms since the epoch. */
   readonly now?: () => number;
+  /** Told when a publish fails (it is retried); a place to log. */
+  readonly onError?: (error: unknown, pending: number) => void;
 }
 
 /**
- * Sends audit events to the bus without making the caller wait for it: events
+ * An audit sink that sends events on without making the caller wait: events
  * are queued and published in the background with their event id as the
  * de-duplication id, retried until acknowledged. The queue is bounded; when it
- * is full `record` returns false so the caller can refuse rather than act
+ * is full `record` returns false, and a verifier then refuses rather than act
  * unrecorded.
+ *
+ * @example
+ * const audit = new PublishingAuditSink(jetStreamAuditPublish(jetstream(nc)));
+ * const verifier = new EdgeVerifier({ keys: jwks.resolve, audit });
  */
-export class AuditPublisher implements AuditSink {
-  readonly #bus: Bus;
-  readonly #log: Logger;
+export class PublishingAuditSink implements AuditSink {
+  readonly #publish: AuditPublish;
+  readonly #onError: ((error: unknown, pending: number) => void) | undefined;
   readonly #maxPending: number;
   readonly #concurrency: number;
   readonly #now: () => number;
@@ -36,9 +42,9 @@ export class AuditPublisher implements AuditSink {
   #retryDelayMs = 0;
   #idle: (() => void)[] = [];
 
-  constructor(bus: Bus, log: Logger, options: AuditPublisherOptions = {}) {
-    this.#bus = bus;
-    this.#log = log;
+  constructor(publish: AuditPublish, options: PublishingAuditSinkOptions = {}) {
+    this.#publish = publish;
+    this.#onError = options.onError;
     this.#maxPending = options.maxPending ?? 10_000;
     this.#concurrency = options.concurrency ?? 64;
     this.#now = options.now ?? Date.now;
@@ -73,7 +79,7 @@ export class AuditPublisher implements AuditSink {
     while (this.#inFlight < this.#concurrency && this.#queue.length > 0 && this.#retryDelayMs === 0) {
       const item = this.#queue.shift()!;
       this.#inFlight++;
-      this.#bus.publish("audit", item.zone, item.bytes, item.id).then(
+      this.#publish(item.zone, item.bytes, item.id).then(
         () => {
           this.#inFlight--;
           this.#pump();
@@ -92,10 +98,19 @@ export class AuditPublisher implements AuditSink {
   #backOff(error: unknown): void {
     if (this.#retryDelayMs !== 0) return;
     this.#retryDelayMs = 250;
-    this.#log.warn({ err: error, pending: this.pending }, "audit publish failed; retrying");
+    this.#onError?.(error, this.pending);
     setTimeout(() => {
       this.#retryDelayMs = 0;
       this.#pump();
     }, 250).unref();
   }
+}
+
+/**
+ * Publishes audit events to Caracal's JetStream stream (`caracal.audit.<zone>`,
+ * protobuf `AuditEvent`, message id = event id), for services that verify at
+ * their own edge.
+ */
+export function jetStreamAuditPublish(js: JetStreamClient, subjectPrefix = "caracal"): AuditPublish {
+  return (zone, event, eventId) => js.publish(`${subjectPrefix}.audit.${zone}`, event, { msgID: eventId });
 }

@@ -1,6 +1,7 @@
 import { createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { AdminService } from "../../gen/caracal/admin/v1/admin_service_pb.js";
+import { RevocationService } from "../../gen/caracal/revocation/v1/revocation_service_pb.js";
 import { TokenService } from "../../gen/caracal/sts/v1/token_service_pb.js";
 import { mandateClientInterceptor } from "../../interceptors/connect/mandate-client-interceptor.js";
 import { MandateSource } from "../mandate-source.js";
@@ -25,6 +26,8 @@ export interface CaracalConnection {
    * proto declares (`admin.read` for reads, `admin.write` for changes).
    */
   readonly admin: Client<typeof AdminService> | undefined;
+  /** The revocation service, with mandates like `admin`; undefined without a credential. */
+  readonly revocation: Client<typeof RevocationService> | undefined;
   /** The mandate source behind `admin`, to sign in before the first call. */
   readonly mandates: MandateSource | undefined;
   /** Closes the connection, so a finished command lets the process exit. */
@@ -45,8 +48,10 @@ export function openCaracalConnection(target: string, credential?: AdminCredenti
   const mandates = credential
     ? new MandateSource({ sts, zone: credential.zone, clientId: credential.clientId, credential: { clientSecret: credential.clientSecret } })
     : undefined;
-  const admin = mandates
-    ? createClient(AdminService, createGrpcTransport({ baseUrl: target, sessionManager, interceptors: [mandateClientInterceptor(mandates)] }))
+  const transport = mandates
+    ? createGrpcTransport({ baseUrl: target, sessionManager, interceptors: [mandateClientInterceptor(mandates)] })
     : undefined;
-  return { sts, admin, mandates, close: () => sessionManager.abort() };
+  const admin = transport ? createClient(AdminService, transport) : undefined;
+  const revocation = transport ? createClient(RevocationService, transport) : undefined;
+  return { sts, admin, revocation, mandates, close: () => sessionManager.abort() };
 }

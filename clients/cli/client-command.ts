@@ -1,6 +1,7 @@
 import { ConnectError, type Client } from "@connectrpc/connect";
 import { Option, type Command, type CommandOptions } from "commander";
 import type { AdminService } from "../../gen/caracal/admin/v1/admin_service_pb.js";
+import type { RevocationService } from "../../gen/caracal/revocation/v1/revocation_service_pb.js";
 import type { TokenService } from "../../gen/caracal/sts/v1/token_service_pb.js";
 import { errorDetailOf } from "../../interceptors/caracal-error.js";
 import { openCaracalConnection, type CaracalConnection } from "./caracal-connection.js";
@@ -66,6 +67,15 @@ export class CliContext {
 
   /** The admin client, signed in with the admin profile's credential. */
   async admin(): Promise<Client<typeof AdminService>> {
+    return (await this.#signedIn()).admin!;
+  }
+
+  /** The revocation client, signed in with the admin profile's credential. */
+  async revocation(): Promise<Client<typeof RevocationService>> {
+    return (await this.#signedIn()).revocation!;
+  }
+
+  async #signedIn(): Promise<CaracalConnection> {
     const profile = await loadAdminProfile(this.#options, this.#env);
     const connection = this.#open(profile.target, { zone: profile.zone, clientId: profile.client_id, clientSecret: profile.client_secret });
     try {
@@ -77,7 +87,7 @@ export class CliContext {
       if (errorDetailOf(error) === undefined) throw error;
       throw new CommandFailed(`admin profile ${profile.path} was refused: ${failureLine(error, profile.target)}`);
     }
-    return connection.admin!;
+    return connection;
   }
 
   /** The STS client; needs only a target (`--target`, else the profile's). */

@@ -3,12 +3,13 @@ import { registerAppCommands } from "./app-commands.js";
 import { registerGrantCommands } from "./grant-commands.js";
 import { registerKeyCommands } from "./key-commands.js";
 import { registerResourceCommands } from "./resource-commands.js";
+import { registerRevocationCommands } from "./revocation-commands.js";
 import { registerTokenCommands } from "./token-commands.js";
 import { registerZoneCommands } from "./zone-commands.js";
 
 /**
  * Adds the client commands (`zone`, `app`, `resource`, `grant`, `key`,
- * `token`) to the `caracal` program. Admin commands sign in with the admin
+ * `token`, `revoke`, `revocations`) to the `caracal` program. Admin commands sign in with the admin
  * profile that `caracal serve` writes on first start; `token` commands need
  * only a target. Exit codes: 0 ok, 1 refused or failed, 2 usage or configuration.
  *
@@ -24,4 +25,5 @@ export function registerClientCommands(program: Command): void {
   registerGrantCommands(program);
   registerKeyCommands(program);
   registerTokenCommands(program);
+  registerRevocationCommands(program);
 }

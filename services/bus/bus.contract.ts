@@ -100,6 +100,14 @@ export function describeBusContract(name: string, open: () => Promise<BusUnderTe
       expect(acks[2]!.seq).toBeGreaterThan(acks[1]!.seq);
     });
 
+    it("reports the last sequence a topic holds: 0 when empty, then the last publish's seq", async () => {
+      expect(await t.bus.lastSequence("audit")).toBe(0);
+      await t.bus.publish("audit", "alpha", bytes("a1"), "a1");
+      const last = await t.bus.publish("audit", "beta", bytes("a2"), "a2");
+      expect(await t.bus.lastSequence("audit")).toBe(last.seq);
+      expect(await t.bus.lastSequence("revocations")).toBe(0);
+    });
+
     it("drops a second publish with the same msgId, answers with the first one's seq and delivers it once", async () => {
       const first = await t.bus.publish("revocations", "alpha", bytes("first"), "rev-1");
       const second = await t.bus.publish("revocations", "alpha", bytes("second"), "rev-1");

@@ -113,6 +113,12 @@ export interface Bus {
    * const sub = await bus.consume("audit", "ledger", (m) => ledger.append(m));
    */
   consume(topic: Topic, durable: string, handler: BusHandler, options?: SubscribeOptions): Promise<Subscription>;
+  /**
+   * The sequence of the last message the topic's stream holds (0 when empty).
+   * A follower that has applied this far was current when the answer came:
+   * how a revocation view proves it is fresh.
+   */
+  lastSequence(topic: Topic): Promise<number>;
   /** Stops subscriptions and closes the connection. Idempotent. Later calls reject. */
   close(): Promise<void>;
 }

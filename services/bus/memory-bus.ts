@@ -254,6 +254,12 @@ export function createMemoryBus(options: MemoryBusOptions = {}): Bus {
   return {
     kind: "memory",
 
+    async lastSequence(topic: Topic): Promise<number> {
+      assertTopic(topic);
+      assertOpen();
+      return logs[topic].lastSeq;
+    },
+
     async publish(topic: Topic, zone: string, data: Uint8Array, msgId: string): Promise<PublishAck> {
       assertTopic(topic);
       assertZone(zone);

@@ -383,6 +383,12 @@ class NatsBus implements Bus {
     return { seq: ack.seq, duplicate: ack.duplicate === true };
   }
 
+  async lastSequence(topic: Topic): Promise<number> {
+    assertTopic(topic);
+    this.#assertOpen();
+    return (await this.jsm.streams.info(streamName(this.settings, topic))).state.last_seq;
+  }
+
   async follow(topic: Topic, handler: BusHandler, options: SubscribeOptions = {}): Promise<Subscription> {
     assertTopic(topic);
     if (options.zone !== undefined) assertZone(options.zone);

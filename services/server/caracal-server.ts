@@ -5,6 +5,8 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "pino";
 import { Health } from "../../gen/grpc/health/v1/health_pb.js";
 import { edgeServerInterceptor } from "../../interceptors/connect/edge-server-interceptor.js";
+import { FeedRevocationView } from "../../interceptors/feed-revocation-view.js";
+import { covers } from "../../interceptors/revocation-view.js";
 import { VerifiedMandateCache } from "../../interceptors/verified-mandate-cache.js";
 import { createAdminService } from "../admin/admin-service.js";
 import { PublishingAuditSink } from "../../interceptors/publishing-audit-sink.js";
@@ -18,6 +20,9 @@ import { HealthStatus } from "../health/health-status.js";
 import type { KeyEncryptionKey } from "../keys/key-encryption-key.js";
 import { ZoneKeyRing } from "../keys/zone-key-ring.js";
 import type { Store } from "../store/store.js";
+import { busRevocationFeed } from "../revocation/bus-revocation-feed.js";
+import { OutboxRelay } from "../revocation/outbox-relay.js";
+import { createRevocationService } from "../revocation/revocation-service.js";
 import { createTokenService } from "../sts/token-service.js";
 import type { StsDeps } from "../sts/sts-deps.js";
 import { serveHttp } from "./http-routes.js";
@@ -72,6 +77,17 @@ export async function startCaracalServer(options: CaracalServerOptions): Promise
   const served = new Set<ServiceName>(config.services);
   const health = new HealthStatus(config.services.map((name) => SERVICE_CATALOG[name].typeName));
   const draining = new AbortController();
+  // The STS and the admin edge honour revocations through the same view every
+  // external verifier uses, fed from the bus; it fails closed while stale.
+  // Freshness is real elapsed time since the view last heard from the stream,
+  // so the view keeps the wall clock even where requests use an injected one.
+  const revocations = await FeedRevocationView.start(busRevocationFeed(bus), {
+    onError: (error) => log.warn({ err: error }, "revocation feed error"),
+  });
+  // Serve nothing until the view holds every revocation already made.
+  await revocations.ready();
+  const verifiedSessions = new VerifiedMandateCache();
+  revocations.onRevocation((entry) => verifiedSessions.deleteWhere((claims) => covers(entry, claims)));
   const deps: StsDeps = {
     store,
     kek,
@@ -82,10 +98,20 @@ export async function startCaracalServer(options: CaracalServerOptions): Promise
       now,
       onError: (error, pending) => log.warn({ err: error, pending }, "audit publish failed; retrying"),
     }),
-    verifiedSessions: new VerifiedMandateCache(),
+    verifiedSessions,
+    revocations,
   };
 
-  const impls = { sts: createTokenService(deps), admin: createAdminService(deps), policy: {}, audit: {}, revocation: {} };
+  // The relay runs wherever the revocation service does; several replicas may run it at once.
+  const relay = new OutboxRelay(store, bus, { onError: (error) => log.warn({ err: error }, "revocation relay round failed; retrying") });
+  if (served.has("revocation")) relay.start();
+  const impls = {
+    sts: createTokenService(deps),
+    admin: createAdminService(deps),
+    revocation: createRevocationService({ store, relay, audit: deps.audit, now }),
+    policy: {},
+    audit: {},
+  };
   const services: [DescService, ServiceImpl<DescService>][] = [
     [Health, createHealthService(health, draining.signal) as unknown as ServiceImpl<DescService>],
     ...[...served].map((name): [DescService, ServiceImpl<DescService>] => [
@@ -102,6 +128,10 @@ export async function startCaracalServer(options: CaracalServerOptions): Promise
       allowedZones: [ADMIN_ZONE],
       requirements: { [Health.typeName]: { public: true } },
       audit: deps.audit,
+      // Operators must be able to revoke during a NATS outage, so the admin
+      // plane checks admin mandates against the last view it has rather than
+      // refusing while the view is stale; every other verifier fails closed.
+      revocations: { assertFresh: () => {}, isRevoked: (claims) => revocations.isRevoked(claims), onRevocation: (l) => revocations.onRevocation(l) },
       now,
     }),
   ];
@@ -139,6 +169,8 @@ export async function startCaracalServer(options: CaracalServerOptions): Promise
         // Long-lived streams (Watch, Tail) never end by themselves; tell them to.
         draining.abort();
         await listener.close(config.shutdownGraceMs);
+        await relay.stop();
+        await revocations.stop();
         injector.destroy();
         grpcServer.forceShutdown();
         await Promise.race([deps.audit.flushed(), new Promise((resolve) => setTimeout(resolve, 1_000).unref())]);

@@ -53,6 +53,7 @@ export async function exchange(
     sessionId: subject.sid,
     rootSessionId: subject.root_sid,
   });
+  refuseRevoked(deps, subject, decision);
   const zone = await deps.directory.zone(subject.zone);
   if (!zone) throw decision.refuse(Code.Unauthenticated, Reason.MANDATE_WRONG_ISSUER, `zone ${subject.zone} no longer exists`);
   await requireActive(deps, zone, subject.client_id, decision);
@@ -60,6 +61,7 @@ export async function exchange(
   let act: ActorClaim | undefined;
   if (request.actorToken !== "") {
     const actor = await verifySession(deps, request.actorToken, decision);
+    refuseRevoked(deps, actor, decision);
     if (actor.zone !== subject.zone) {
       throw decision.refuse(Code.PermissionDenied, Reason.WRONG_ZONE, "actor token is from another zone");
     }
@@ -115,6 +117,23 @@ function claimedZoneOf(token: string): string {
   } catch {
     return "";
   }
+}
+
+/**
+ * Refuses a revoked session (by its jti, session, root session, application
+ * or zone cut-off), and refuses everything when the revocation view cannot
+ * show it is current: the STS fails closed like every verifier.
+ */
+function refuseRevoked(deps: StsDeps, claims: MandateClaims, decision: Decision): void {
+  try {
+    // Wall-clock time: staleness is how long since the view heard from the
+    // stream, whatever clock the request is judged by.
+    deps.revocations.assertFresh(Date.now());
+  } catch (error) {
+    if (error instanceof MandateError) throw decision.refuse(error.code, error.reason, error.message);
+    throw error;
+  }
+  if (deps.revocations.isRevoked(claims)) throw decision.refuse(Code.Unauthenticated, Reason.MANDATE_REVOKED, "session mandate was revoked");
 }
 
 /**

@@ -5,6 +5,7 @@ import { EventType } from "../../gen/caracal/audit/v1/audit_event_pb.js";
 import { Reason } from "../../gen/caracal/errors/v1/error_detail_pb.js";
 import type { StartSessionRequest, StartSessionResponseSchema } from "../../gen/caracal/sts/v1/token_service_pb.js";
 import { issuerForZone, MAX_MANDATE_BYTES, stsAudienceForZone } from "../../interceptors/mandate-claims.js";
+import { applicationRevoked } from "../revocation/revocation-rows.js";
 import { durationSeconds, identifier, invalidArgument, labels, zoneSlug } from "../validation.js";
 import { authenticateClient, type ClientCredential } from "./client-authenticator.js";
 import { Decision } from "./decision.js";
@@ -36,6 +37,11 @@ export async function startSession(
   const decision = new Decision(deps.audit, ctx, { zone: zone ? slug : "", type: EventType.START_SESSION, clientId, subject: clientId });
   if (!zone) throw decision.refuse(Code.NotFound, Reason.ZONE_NOT_FOUND, `zone ${slug} does not exist`);
   const app = await authenticateClient(deps, zone, clientId, credential, decision);
+  // Asked of the store, not the bus-fed view: StartSession is not the hot
+  // path, and the store is the record the view is built from.
+  if (await applicationRevoked(deps.store, zone.id, clientId, new Date(deps.now()))) {
+    throw decision.refuse(Code.Unauthenticated, Reason.MANDATE_REVOKED, `application ${clientId} is revoked`);
+  }
 
   const now = Math.floor(deps.now() / 1000);
   const sid = randomUUID();

@@ -1,5 +1,6 @@
 import type { PublishingAuditSink } from "../../interceptors/publishing-audit-sink.js";
 import type { DirectoryCache } from "../directory/directory-cache.js";
+import type { RevocationView } from "../../interceptors/revocation-view.js";
 import type { VerifiedMandateCache } from "../../interceptors/verified-mandate-cache.js";
 import type { KeyEncryptionKey } from "../keys/key-encryption-key.js";
 import type { ZoneKeyRing } from "../keys/zone-key-ring.js";
@@ -12,6 +13,8 @@ export interface StsDeps {
   readonly keys: ZoneKeyRing;
   readonly kek: KeyEncryptionKey;
   readonly audit: PublishingAuditSink;
+  /** Revocations, fed from the bus: Exchange refuses revoked sessions without asking the store. */
+  readonly revocations: RevocationView;
   /** Session mandates already verified, so repeated exchanges skip the signature check. */
   readonly verifiedSessions: VerifiedMandateCache;
   /** The clock, ms since the epoch. Injected so tests can freeze it. */

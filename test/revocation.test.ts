@@ -175,6 +175,33 @@ describe.each(HARNESS_KINDS)("revocation on %s", (kind) => {
     }
   });
 
+  it("watches: a snapshot of what is in force, its end, then new revocations and heartbeats", async () => {
+    const { zone } = await zoneWithAgent();
+    const before = await revocations.revoke({ zone, reason: "before", target: { target: { case: "sessionId", value: "s-before" } } });
+    const abort = new AbortController();
+    const seen: string[] = [];
+    let revokedLive = false;
+    try {
+      for await (const response of revocations.watch({ zone }, { signal: abort.signal })) {
+        const event = response.event;
+        if (event.case === "revocation") seen.push(`revocation ${event.value.reason}`);
+        if (event.case === "snapshotComplete") {
+          seen.push(`snapshot ${event.value.count}`);
+          await revocations.revoke({ zone, reason: "live", target: { target: { case: "sessionId", value: "s-live" } } });
+          revokedLive = true;
+        }
+        if (event.case === "heartbeat" && revokedLive && seen.includes("revocation live")) {
+          seen.push("heartbeat");
+          abort.abort();
+        }
+      }
+    } catch (error) {
+      if (ConnectError.from(error).code !== Code.Canceled) throw error;
+    }
+    expect(before.created).toBe(true);
+    expect(seen).toEqual(["revocation before", "snapshot 1", "revocation live", "heartbeat"]);
+  });
+
   it("asks for revocation.write: an admin mandate without it is refused", async () => {
     const { zone } = await zoneWithAgent();
     const { clientSecret } = await admin.createApplication({ zone: caracal.profile.zone, clientId: `reader-${zones}` });

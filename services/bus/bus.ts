@@ -114,7 +114,8 @@ export interface Bus {
    */
   consume(topic: Topic, durable: string, handler: BusHandler, options?: SubscribeOptions): Promise<Subscription>;
   /**
-   * The sequence of the last message the topic's stream holds (0 when empty).
+   * The sequence of the last message the topic's stream still holds (0 when it
+   * holds none, even after messages expired).
    * A follower that has applied this far was current when the answer came:
    * how a revocation view proves it is fresh.
    */

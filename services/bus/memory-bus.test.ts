@@ -43,6 +43,16 @@ describe("in-process bus", () => {
     await bus.close();
   });
 
+  it("reports last sequence 0 once every message has expired, so a new follower is current", async () => {
+    const clock = manualClock();
+    const bus = createMemoryBus({ now: clock.now, revocationsMaxAgeMs: 1_000 });
+    const { seq } = await bus.publish("revocations", "alpha", bytes("r1"), "r1");
+    expect(await bus.lastSequence("revocations")).toBe(seq);
+    clock.advance(1_000);
+    expect(await bus.lastSequence("revocations")).toBe(0);
+    await bus.close();
+  });
+
   it("does not hand an expired message to a consumer that starts later", async () => {
     const clock = manualClock();
     const bus = createMemoryBus({ now: clock.now, auditMaxAgeMs: 1_000 });

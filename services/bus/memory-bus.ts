@@ -257,7 +257,10 @@ export function createMemoryBus(options: MemoryBusOptions = {}): Bus {
     async lastSequence(topic: Topic): Promise<number> {
       assertTopic(topic);
       assertOpen();
-      return logs[topic].lastSeq;
+      const log = logs[topic];
+      log.trim(now());
+      // Nothing left to deliver once everything expired: a follower is current at 0.
+      return log.messages.length === 0 ? 0 : log.lastSeq;
     },
 
     async publish(topic: Topic, zone: string, data: Uint8Array, msgId: string): Promise<PublishAck> {

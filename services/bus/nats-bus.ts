@@ -386,7 +386,10 @@ class NatsBus implements Bus {
   async lastSequence(topic: Topic): Promise<number> {
     assertTopic(topic);
     this.#assertOpen();
-    return (await this.jsm.streams.info(streamName(this.settings, topic))).state.last_seq;
+    const { state } = await this.jsm.streams.info(streamName(this.settings, topic));
+    // After every message has expired (or a purge) last_seq stays put with
+    // nothing left to deliver: a follower could never reach it.
+    return state.messages === 0 ? 0 : state.last_seq;
   }
 
   async follow(topic: Topic, handler: BusHandler, options: SubscribeOptions = {}): Promise<Subscription> {

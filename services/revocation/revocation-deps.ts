@@ -1,4 +1,5 @@
 import type { PublishingAuditSink } from "../../interceptors/publishing-audit-sink.js";
+import type { Bus } from "../bus/bus.js";
 import type { Store } from "../store/store.js";
 import type { OutboxRelay } from "./outbox-relay.js";
 
@@ -8,4 +9,8 @@ export interface RevocationDeps {
   readonly relay: OutboxRelay;
   readonly audit: PublishingAuditSink;
   readonly now: () => number;
+  /** For `Watch`: live revocations as the relay publishes them. */
+  readonly bus: Bus;
+  /** Aborted when the server drains: long-lived `Watch` streams end. */
+  readonly draining: AbortSignal;
 }

@@ -108,7 +108,7 @@ export async function startCaracalServer(options: CaracalServerOptions): Promise
   const impls = {
     sts: createTokenService(deps),
     admin: createAdminService(deps),
-    revocation: createRevocationService({ store, relay, audit: deps.audit, now }),
+    revocation: createRevocationService({ store, relay, audit: deps.audit, now, bus, draining: draining.signal }),
     policy: {},
     audit: {},
   };

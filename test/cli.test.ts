@@ -375,6 +375,27 @@ describe("the caracal CLI against a running server", () => {
     expect(lines(run.stderr)[0]).toBe(line);
   });
 
+  it("revokes with one target and a reason, lists what is in force, and refuses two targets as usage", async () => {
+    expect((await admin(["zone", "create", "revoking"])).code).toBe(0);
+    const revoked = await admin(["revoke", "--zone", "revoking", "--session", "s-cli-1", "--reason", "lost laptop", "--json"]);
+    expect(revoked.code).toBe(0);
+    const { revocation, created } = JSON.parse(revoked.stdout) as { revocation: { revocationId: string; revokedBy: string }; created: boolean };
+    expect(created).toBe(true);
+    expect(revocation.revokedBy).toBe("caracal-admin-cli");
+    const again = await admin(["revoke", "--zone", "revoking", "--session", "s-cli-1", "--reason", "lost laptop"]);
+    expect(again.code).toBe(0);
+    expect(again.stderr).toContain("already revoked");
+    const listed = await admin(["revocations", "list", "--zone", "revoking"]);
+    expect(listed.code).toBe(0);
+    expect(listed.stdout).toContain(revocation.revocationId);
+    expect(listed.stdout).toContain("session s-cli-1");
+    const twoTargets = await admin(["revoke", "--zone", "revoking", "--session", "a", "--mandate", "b", "--reason", "x"]);
+    expect(twoTargets.code).toBe(2);
+    expect(twoTargets.stderr).toContain("name exactly one of");
+    const noReason = await admin(["revoke", "--zone", "revoking", "--session", "a"]);
+    expect(noReason.code).toBe(2);
+  });
+
   it("exits 1 naming the target when nothing listens there", async () => {
     const run = await caracal(["zone", "list", "--profile", profilePath, "--target", "http://127.0.0.1:1"]);
     expect(run.code).toBe(1);

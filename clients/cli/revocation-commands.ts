@@ -2,7 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Option, type Command } from "commander";
 import type { Revocation } from "../../gen/caracal/revocation/v1/revocation_pb.js";
-import { ListRevocationsResponseSchema, RevokeResponseSchema, type RevokeRequest } from "../../gen/caracal/revocation/v1/revocation_service_pb.js";
+import { ListRevocationsResponseSchema, RevokeResponseSchema, WatchResponseSchema, type RevokeRequest } from "../../gen/caracal/revocation/v1/revocation_service_pb.js";
 import { clientCommand, runClientAction } from "./client-command.js";
 import { collectPages } from "./collect-pages.js";
 import { parsePageSize } from "./option-parsers.js";
@@ -18,7 +18,7 @@ interface RevokeOptions {
   reason: string;
 }
 
-/** Registers `caracal revoke` and `caracal revocations list`. */
+/** Registers `caracal revoke` and `caracal revocations list|watch`. */
 export function registerRevocationCommands(program: Command): void {
   clientCommand(program, "revoke", "revoke a mandate, a session (and all derived from it), an application, or everything before a time")
     .requiredOption("--zone <zone>", "the zone")
@@ -57,6 +57,33 @@ export function registerRevocationCommands(program: Command): void {
             items.map((r) => [r.revocationId, describeTarget(r), r.reason, r.revokedBy, formatTime(r.createdAt), formatTime(r.expiresAt)]),
             `no revocations in force in zone ${options.zone}`,
           );
+      }),
+    );
+
+  clientCommand(revocations, "watch", "print revocations in force, then each new one as it happens (Ctrl-C to stop)")
+    .requiredOption("--zone <zone>", "the zone")
+    .action((options: { zone: string }, command: Command) =>
+      runClientAction(command, async (cli) => {
+        const client = await cli.revocation();
+        const stop = new AbortController();
+        const interrupt = () => stop.abort();
+        process.once("SIGINT", interrupt);
+        try {
+          for await (const response of client.watch({ zone: options.zone }, { signal: stop.signal })) {
+            const event = response.event;
+            if (cli.json) {
+              if (event.case !== "heartbeat") printJson(WatchResponseSchema, response);
+            } else if (event.case === "revocation") {
+              printTable(["ID", "TARGET", "REASON", "BY", "CREATED"], [[event.value.revocationId, describeTarget(event.value), event.value.reason, event.value.revokedBy, formatTime(event.value.createdAt)]], "");
+            } else if (event.case === "snapshotComplete") {
+              printNote(`${event.value.count} revocation(s) in force; watching for new ones`);
+            }
+          }
+        } catch (error) {
+          if (!stop.signal.aborted) throw error;
+        } finally {
+          process.off("SIGINT", interrupt);
+        }
       }),
     );
 }

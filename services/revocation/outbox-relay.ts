@@ -10,7 +10,7 @@ export interface OutboxRelayOptions {
   readonly batchSize?: number;
   /** How often the outbox is looked at when nobody wakes the relay (default 1 s): other replicas' rows, restarts. */
   readonly pollIntervalMs?: number;
-  /** First back-off after a failed round (default 250 ms), doubling up to `maxBackoffMs` (default 10 s). */
+  /** First back-off after a failed round (default 250 ms), doubling up to `maxBackoffMs` (default 2 s: revocations are due within milliseconds once NATS is back). */
   readonly backoffMs?: number;
   readonly maxBackoffMs?: number;
   /** Told about a failed round (it will be retried). */
@@ -39,7 +39,7 @@ export class OutboxRelay {
   constructor(store: Store, bus: Bus, options: OutboxRelayOptions = {}) {
     this.#store = store;
     this.#bus = bus;
-    this.#options = { batchSize: 100, pollIntervalMs: 1_000, backoffMs: 250, maxBackoffMs: 10_000, ...options };
+    this.#options = { batchSize: 100, pollIntervalMs: 1_000, backoffMs: 250, maxBackoffMs: 2_000, ...options };
   }
 
   /** Starts relaying: a round now, then on every wake and poll. */

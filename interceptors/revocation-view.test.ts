@@ -143,6 +143,16 @@ describe("InMemoryRevocationView", () => {
     expect(seen).toEqual([first.id]);
   });
 
+  it("revokes what a revoked session helped obtain as an actor, and nothing else", () => {
+    const view = new InMemoryRevocationView({ now: () => T0 });
+    const delegated = claims({ sid: "sess-subject", root_sid: "sess-subject", act: { sub: "helper", client_id: "helper", sid: "sess-actor" } });
+    expect(view.isRevoked(delegated)).toBe(false);
+    view.add(entry({ kind: "session", sessionId: "sess-actor" }));
+    expect(covers(entry({ kind: "session", sessionId: "sess-actor" }), delegated)).toBe(true);
+    expect(view.isRevoked(delegated)).toBe(true);
+    expect(view.isRevoked(claims({ sid: "sess-subject", root_sid: "sess-subject" }))).toBe(false);
+  });
+
   it("is always fresh", () => {
     const fresh: RevocationView = view();
     expect(() => fresh.assertFresh(T0)).not.toThrow();

@@ -5,7 +5,7 @@ import { MandateError } from "./mandate-error.js";
 /** What one revocation covers; mirrors `caracal.revocation.v1.RevocationTarget`. */
 export type RevocationTarget =
   | { readonly kind: "mandate"; readonly mandateId: string }
-  /** A session and everything derived from it: matches `sid` or `root_sid`. */
+  /** A session and everything derived from it: matches `sid`, `root_sid`, or a session in the `act` chain. */
   | { readonly kind: "session"; readonly sessionId: string }
   /** Everything issued to an application before `issuedBeforeMs`. */
   | { readonly kind: "application"; readonly clientId: string; readonly issuedBeforeMs: number }
@@ -46,7 +46,7 @@ export function covers(entry: RevocationEntry, claims: MandateClaims): boolean {
     case "mandate":
       return claims.jti === target.mandateId;
     case "session":
-      return claims.sid === target.sessionId || claims.root_sid === target.sessionId;
+      return claims.sid === target.sessionId || claims.root_sid === target.sessionId || actedIn(claims, target.sessionId);
     case "application":
       return claims.client_id === target.clientId && claims.iat * 1000 < target.issuedBeforeMs;
     case "zone":
@@ -107,6 +107,7 @@ export class InMemoryRevocationView implements RevocationView {
       live(this.#byMandate.get(`${claims.zone}/${claims.jti}`), claims, now) ||
       live(this.#bySession.get(`${claims.zone}/${claims.sid}`), claims, now) ||
       live(this.#bySession.get(`${claims.zone}/${claims.root_sid}`), claims, now) ||
+      actorSessionRevoked(this.#bySession, claims, now) ||
       anyLive(this.#byApplication.get(`${claims.zone}/${claims.client_id}`), claims, now) ||
       anyLive(this.#byZone.get(claims.zone), claims, now)
     );
@@ -140,6 +141,18 @@ export class InMemoryRevocationView implements RevocationView {
   get size(): number {
     return this.#count;
   }
+}
+
+/** Whether a session took part in the mandate's delegation chain (`act`). */
+function actedIn(claims: MandateClaims, sessionId: string): boolean {
+  for (let hop = claims.act; hop; hop = hop.act) if (hop.sid === sessionId) return true;
+  return false;
+}
+
+/** A revoked session that acted in the chain revokes what it helped obtain. */
+function actorSessionRevoked(bySession: ReadonlyMap<string, RevocationEntry>, claims: MandateClaims, now: number): boolean {
+  for (let hop = claims.act; hop; hop = hop.act) if (live(bySession.get(`${claims.zone}/${hop.sid}`), claims, now)) return true;
+  return false;
 }
 
 function live(entry: RevocationEntry | undefined, claims: MandateClaims, now: number): boolean {

@@ -202,6 +202,56 @@ describe.each(HARNESS_KINDS)("revocation on %s", (kind) => {
     expect(seen).toEqual(["revocation before", "snapshot 1", "revocation live", "heartbeat"]);
   });
 
+  it("publishes once when a relay dies after publishing but before marking its rows, and another relay takes over", async () => {
+    const [zoneRow] = await caracal.sql<{ id: string }>("SELECT id FROM zones WHERE slug = 'default'");
+    const now = Date.now();
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      const { row } = await caracal.store.transaction((tx) =>
+        recordRevocation(tx, {
+          zoneId: zoneRow!.id,
+          kind: "mandate",
+          key: `crash-test-${kind}-${i}`,
+          issuedBefore: null,
+          reason: "crash test",
+          revokedBy: "test",
+          createdAt: new Date(now),
+          expiresAt: new Date(now + 3_600_000),
+        }),
+      );
+      ids.push(row.revocation_id);
+    }
+    const seen: string[] = [];
+    const subscription = await caracal.bus.follow("revocations", (message) => {
+      seen.push(fromBinary(RevocationEventSchema, message.data).revocation?.revocationId ?? "");
+    });
+    try {
+      // The real bus publishes; the relay "dies" right after every ack, before its transaction commits.
+      const dying = new OutboxRelay(caracal.store, {
+        ...caracal.bus,
+        publish: async (...args: Parameters<typeof caracal.bus.publish>) => {
+          await caracal.bus.publish(...args);
+          throw new Error("relay process killed");
+        },
+      } as typeof caracal.bus);
+      await expect(dying.relayOnce()).rejects.toThrow("relay process killed");
+      await eventually(async () => ids.every((id) => seen.includes(id)), "the dying relay's publishes arrived");
+      const pending = () => caracal.sql<{ n: number }>("SELECT count(*)::int AS n FROM revocation_outbox WHERE published_at IS NULL AND revocation_id = ANY($1)", [ids]);
+      expect((await pending())[0]!.n).toBe(ids.length);
+
+      const successor = new OutboxRelay(caracal.store, caracal.bus);
+      while ((await successor.relayOnce()) > 0);
+      expect((await pending())[0]!.n).toBe(0);
+      // A later revocation marks the point by which a duplicate would have arrived.
+      await revocations.revoke({ zone: "default", reason: "marker", target: { target: { case: "mandateId", value: `marker-${kind.replace(/\W/g, "-")}` } } });
+      const markers = await caracal.sql<{ revocation_id: string }>("SELECT revocation_id FROM revocations WHERE target_key = $1", [`marker-${kind.replace(/\W/g, "-")}`]);
+      await eventually(async () => seen.includes(markers[0]!.revocation_id), "the marker arrived");
+      expect(seen.filter((id) => ids.includes(id)).sort()).toEqual([...ids].sort());
+    } finally {
+      await subscription.stop();
+    }
+  });
+
   it("asks for revocation.write: an admin mandate without it is refused", async () => {
     const { zone } = await zoneWithAgent();
     const { clientSecret } = await admin.createApplication({ zone: caracal.profile.zone, clientId: `reader-${zones}` });

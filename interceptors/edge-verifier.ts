@@ -159,7 +159,9 @@ export class EdgeVerifier {
       clockToleranceSeconds: this.#options.clockToleranceSeconds,
       maxTokenBytes: this.#options.maxTokenBytes,
     });
-    this.#cache?.set(token, claims);
+    // A revoked mandate is never cached: a client retrying it would otherwise
+    // pay a signature check each time and grow the cache every revocation scans.
+    if (!this.#options.revocations?.isRevoked(claims)) this.#cache?.set(token, claims);
     return claims;
   }
 

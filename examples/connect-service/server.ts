@@ -12,9 +12,9 @@ import { pathToFileURL } from "node:url";
 import type { ConnectRouter, ServiceImpl } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { edgeServerInterceptor, verifiedMandateKey } from "../../interceptors/connect/edge-server-interceptor.js";
-import { httpJwksSource, JwksCache } from "../../interceptors/jwks-cache.js";
 import type { MandateClaims } from "../../interceptors/mandate-claims.js";
 import { BillingService } from "../gen/acme/billing/v1/billing_pb.js";
+import { caracalEdge, type CaracalNats } from "../caracal-edge.js";
 import { InvoiceBook } from "../invoice-book.js";
 
 /** Options of {@link startBillingServer}. */
@@ -23,6 +23,8 @@ export interface BillingServerOptions {
   readonly caracalUrl: string;
   /** Port to listen on, on 127.0.0.1; 0 picks a free one. */
   readonly port: number;
+  /** Caracal's NATS, for revocations and the audit ledger; without it the server checks signatures and claims only. */
+  readonly nats?: CaracalNats;
   /** Told about every call a handler serves, with the caller's verified mandate (undefined on `Ping`). */
   readonly onCall?: (method: string, mandate: MandateClaims | undefined) => void;
 }
@@ -44,10 +46,10 @@ export interface BillingServer {
 export async function startBillingServer(options: BillingServerOptions): Promise<BillingServer> {
   // Caracal: the zone keys, and the interceptor that checks every call against
   // the method's `requires` option.
-  const jwks = new JwksCache({ source: httpJwksSource(options.caracalUrl) });
+  const caracal = await caracalEdge(options.caracalUrl, options.nats);
   const handler = connectNodeAdapter({
     routes: (router: ConnectRouter) => router.service(BillingService, billingHandlers(new InvoiceBook(), options.onCall ?? (() => {}))),
-    interceptors: [edgeServerInterceptor({ keys: jwks.resolve })],
+    interceptors: [edgeServerInterceptor(caracal.verifier)],
   });
 
   const server = http2.createServer(handler);
@@ -57,7 +59,7 @@ export async function startBillingServer(options: BillingServerOptions): Promise
   return {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
     async close() {
-      jwks.close();
+      await caracal.close();
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       for (const session of sessions) session.close();
       await closed;

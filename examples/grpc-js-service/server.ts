@@ -11,7 +11,6 @@ import { create } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { edgeServerInterceptor, verifiedMandate } from "../../interceptors/grpc-js/edge-server-interceptor.js";
 import { grpcServiceDefinition, UNDECODABLE } from "../../interceptors/grpc-js/service-definition.js";
-import { httpJwksSource, JwksCache } from "../../interceptors/jwks-cache.js";
 import type { MandateClaims } from "../../interceptors/mandate-claims.js";
 import {
   BillingService,
@@ -28,6 +27,7 @@ import {
   type WatchInvoicesRequest,
   type WatchInvoicesResponse,
 } from "../gen/acme/billing/v1/billing_pb.js";
+import { caracalEdge, type CaracalNats } from "../caracal-edge.js";
 import { InvoiceBook } from "../invoice-book.js";
 
 /** Options of {@link startBillingServer}. */
@@ -36,6 +36,8 @@ export interface BillingServerOptions {
   readonly caracalUrl: string;
   /** Port to listen on, on 127.0.0.1; 0 picks a free one. */
   readonly port: number;
+  /** Caracal's NATS, for revocations and the audit ledger; without it the server checks signatures and claims only. */
+  readonly nats?: CaracalNats;
   /** Told about every call a handler serves, with the caller's verified mandate (undefined on `Ping`). */
   readonly onCall?: (method: string, mandate: MandateClaims | undefined) => void;
 }
@@ -57,8 +59,8 @@ export interface BillingServer {
 export async function startBillingServer(options: BillingServerOptions): Promise<BillingServer> {
   // Caracal: the zone keys, the interceptor that checks every call against the
   // method's `requires` option, and the service built from the protobuf-es descriptor.
-  const jwks = new JwksCache({ source: httpJwksSource(options.caracalUrl) });
-  const server = new grpc.Server({ interceptors: [edgeServerInterceptor({ services: [BillingService], keys: jwks.resolve })] });
+  const caracal = await caracalEdge(options.caracalUrl, options.nats);
+  const server = new grpc.Server({ interceptors: [edgeServerInterceptor({ services: [BillingService], ...caracal.verifier })] });
   server.addService(grpcServiceDefinition(BillingService), billingHandlers(new InvoiceBook(), options.onCall ?? (() => {})));
 
   const port = await new Promise<number>((resolve, reject) =>
@@ -67,7 +69,7 @@ export async function startBillingServer(options: BillingServerOptions): Promise
   return {
     address: `127.0.0.1:${port}`,
     async close() {
-      jwks.close();
+      await caracal.close();
       await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
     },
   };

@@ -146,6 +146,8 @@ export class AuditTap {
 /** A running server and what tests need around it. */
 export interface CaracalHarness {
   readonly kind: HarnessKind;
+  /** Where this harness's NATS streams are (postgres+nats only), for verifiers that follow them. */
+  readonly nats: { readonly url: string; readonly revocationStream: string; readonly subjectPrefix: string } | undefined;
   readonly clock: TestClock;
   /** The key-encryption key the server seals keys and hashes secrets with. */
   readonly kek: KeyEncryptionKey;
@@ -215,6 +217,7 @@ export async function startHarness(kind: HarnessKind): Promise<CaracalHarness> {
 
     let store: Store;
     let bus: Bus;
+    let natsStreams: CaracalHarness["nats"];
     if (kind === "postgres+nats") {
       const database = await createTestDatabase();
       cleanups.push(() => database.drop());
@@ -222,7 +225,9 @@ export async function startHarness(kind: HarnessKind): Promise<CaracalHarness> {
       cleanups.push(() => store.close());
       const nats = natsTestNamespace();
       cleanups.push(() => nats.cleanup());
-      bus = await openNatsBus({ url: testNatsUrl, ...nats.prefix(), onError });
+      const prefix = nats.prefix();
+      natsStreams = { url: testNatsUrl, revocationStream: `${prefix.streamPrefix}_REVOCATIONS`, subjectPrefix: prefix.subjectPrefix };
+      bus = await openNatsBus({ url: testNatsUrl, ...prefix, onError });
     } else {
       store = await openStore({ dataDir });
       cleanups.push(() => store.close());
@@ -266,6 +271,7 @@ export async function startHarness(kind: HarnessKind): Promise<CaracalHarness> {
     const sql = async <R extends Row = Row>(text: string, params?: readonly unknown[]) => (await store.query<R>(text, params)).rows;
     return {
       kind,
+      nats: natsStreams,
       clock,
       kek,
       store,

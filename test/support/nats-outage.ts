@@ -2,15 +2,13 @@
  * A private nats-server a test can take down and bring back at will, for
  * outage tests: `restart()` of `startPrivateNatsServer` in `nats.ts` comes
  * straight back up, which leaves no time to observe what clients do while the
- * server is away. Spawning is repeated here rather than exported from
- * `nats.ts`, which other suites rely on as it is.
+ * server is away. It spawns servers the way `nats.ts` does.
  */
-import { spawn, type ChildProcess } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
-import { createServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { natsServerBinary } from "./nats.js";
+import { freePort, launch, terminate } from "./nats.js";
 
 /** A private JetStream server with a separate down and up. */
 export interface InterruptibleNatsServer {
@@ -66,49 +64,4 @@ export async function startInterruptibleNatsServer(): Promise<InterruptibleNatsS
       await rm(dir, { recursive: true, force: true });
     },
   };
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve, reject) => server.once("error", reject).listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
-
-/** Starts the server and resolves once it logs that it is ready for clients. */
-function launch(port: number, dir: string): Promise<ChildProcess> {
-  const child = spawn(natsServerBinary, ["-a", "127.0.0.1", "-p", String(port), "-js", "-sd", dir], {
-    stdio: ["ignore", "ignore", "pipe"],
-  });
-  return new Promise((resolve, reject) => {
-    let log = "";
-    const timer = setTimeout(() => fail(new Error(`nats-server not ready after 10 s:\n${log}`)), 10_000);
-    const fail = (err: Error) => {
-      clearTimeout(timer);
-      child.kill("SIGKILL");
-      reject(err);
-    };
-    child.once("error", fail);
-    child.once("exit", (code) => fail(new Error(`nats-server exited with ${code}:\n${log}`)));
-    child.stderr!.on("data", (chunk: Buffer) => {
-      log += chunk.toString();
-      if (log.includes("Server is ready")) {
-        clearTimeout(timer);
-        child.removeAllListeners("exit");
-        child.removeAllListeners("error");
-        child.stderr!.removeAllListeners("data");
-        child.stderr!.resume();
-        resolve(child);
-      }
-    });
-  });
-}
-
-function terminate(child: ChildProcess, signal: NodeJS.Signals): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => {
-    child.once("exit", () => resolve());
-    child.kill(signal);
-  });
 }

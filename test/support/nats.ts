@@ -119,7 +119,8 @@ export async function startPrivateNatsServer(): Promise<PrivateNatsServer> {
   };
 }
 
-async function freePort(): Promise<number> {
+/** A free TCP port on 127.0.0.1. */
+export async function freePort(): Promise<number> {
   const server = createServer();
   await new Promise<void>((resolve, reject) => server.once("error", reject).listen(0, "127.0.0.1", resolve));
   const { port } = server.address() as AddressInfo;
@@ -128,7 +129,7 @@ async function freePort(): Promise<number> {
 }
 
 /** Starts the server and resolves once it logs that it is ready for clients. */
-function launch(port: number, dir: string): Promise<ChildProcess> {
+export function launch(port: number, dir: string): Promise<ChildProcess> {
   const child = spawn(natsServerBinary, ["-a", "127.0.0.1", "-p", String(port), "-js", "-sd", dir], {
     stdio: ["ignore", "ignore", "pipe"],
   });
@@ -156,10 +157,11 @@ function launch(port: number, dir: string): Promise<ChildProcess> {
   });
 }
 
-function terminate(child: ChildProcess): Promise<void> {
+/** Stops a server started by {@link launch} and resolves once it exited. */
+export function terminate(child: ChildProcess, signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
   return new Promise((resolve) => {
     child.once("exit", () => resolve());
-    child.kill("SIGTERM");
+    child.kill(signal);
   });
 }

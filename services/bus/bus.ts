@@ -132,8 +132,12 @@ export interface Bus {
  * @internal shared by the implementations
  */
 export const busDefaults = {
-  /** A revocation only matters while a mandate it covers can be alive: the longest (a session, about an hour) plus margin. */
-  revocationsMaxAgeMs: 2 * 60 * 60 * 1000,
+  /**
+   * A revocation only matters while a mandate it covers can be alive. The
+   * longest is a session, which a zone may allow up to 24 h
+   * (`max_session_ttl`), so the stream keeps revocations 25 h; they are tiny.
+   */
+  revocationsMaxAgeMs: 25 * 60 * 60 * 1000,
   /** Audit events only wait here until the ledger has them; a week covers a long ledger outage. */
   auditMaxAgeMs: 7 * 24 * 60 * 60 * 1000,
   /** Long enough for an outbox relay to retry a publish whose acknowledgement it lost. */

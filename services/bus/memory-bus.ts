@@ -27,7 +27,7 @@ import {
 export interface MemoryBusOptions {
   /** Clock for stored times, max age and the de-duplication window; `Date.now` by default. Redelivery delays use real timers. */
   readonly now?: () => number;
-  /** How long revocations are kept; default 2 h. */
+  /** How long revocations are kept; default 25 h. */
   readonly revocationsMaxAgeMs?: number;
   /** How long audit events are kept; default 7 days. */
   readonly auditMaxAgeMs?: number;

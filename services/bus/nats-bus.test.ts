@@ -60,7 +60,7 @@ describe("NATS bus", () => {
     expect(revocations).toMatchObject({
       subjects: [`${prefix.subjectPrefix}.revocations.*`],
       storage: StorageType.File,
-      max_age: nanos(2 * 60 * 60 * 1000),
+      max_age: nanos(25 * 60 * 60 * 1000),
       duplicate_window: nanos(2 * 60 * 1000),
     });
     const audit = await streamConfig(`${prefix.streamPrefix}_AUDIT`);

@@ -52,7 +52,7 @@ export interface NatsBusOptions {
   readonly streamPrefix?: string;
   /** Subjects are `<subjectPrefix>.<topic>.<zone>`; default `caracal`. */
   readonly subjectPrefix?: string;
-  /** How long revocations are kept; default 2 h (the longest mandate plus margin). */
+  /** How long revocations are kept; default 25 h (the longest mandate a zone may allow, 24 h, plus margin). */
   readonly revocationsMaxAgeMs?: number;
   /** How long audit events are kept; default 7 days. */
   readonly auditMaxAgeMs?: number;

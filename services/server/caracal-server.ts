@@ -77,9 +77,8 @@ export async function startCaracalServer(options: CaracalServerOptions): Promise
   const served = new Set<ServiceName>(config.services);
   const health = new HealthStatus(config.services.map((name) => SERVICE_CATALOG[name].typeName));
   const draining = new AbortController();
-  // The STS and the admin edge honour revocations through the same view every
-  // external verifier uses, fed from the bus; it fails closed while stale.
-  // Freshness is real elapsed time since the view last heard from the stream,
+  // The STS honours revocations through the same view every external verifier
+  // uses, fed from the bus, and fails closed while it is stale. Freshness is real elapsed time since the view last heard from the stream,
   // so the view keeps the wall clock even where requests use an injected one.
   const revocations = await FeedRevocationView.start(busRevocationFeed(bus), {
     onError: (error) => log.warn({ err: error }, "revocation feed error"),
@@ -153,10 +152,19 @@ export async function startCaracalServer(options: CaracalServerOptions): Promise
     acceptCompression: [],
     fallback: (req, res) => void serveHttp(req, res, { health, sts: served.has("sts") ? deps : undefined, log }),
   });
-  const listener = await listenOnePort(handler, config.listen.host, config.listen.port, log, {
-    accept: (socket) => injector.injectConnection(socket),
-    drain: (graceMs) => injector.drain(graceMs),
-  });
+  let listener: Awaited<ReturnType<typeof listenOnePort>>;
+  try {
+    listener = await listenOnePort(handler, config.listen.host, config.listen.port, log, {
+      accept: (socket) => injector.injectConnection(socket),
+      drain: (graceMs) => injector.drain(graceMs),
+    });
+  } catch (error) {
+    // A start that fails (the port is taken, say) leaves nothing running.
+    await relay.stop();
+    await revocations.stop();
+    grpcServer.forceShutdown();
+    throw error;
+  }
 
   let closing: Promise<void> | undefined;
   return {

@@ -44,9 +44,9 @@ import { startBillingServer as startGrpcJsBilling } from "../examples/grpc-js-se
 import {
   BillingClient as GrpcJsBillingClient,
   openBillingClient as openGrpcJsClient,
-  reasonOfGrpcError,
   unary,
 } from "../examples/grpc-js-service/client.js";
+import { grpcReasonOf } from "../interceptors/grpc-js/grpc-status.js";
 import { loadConfig } from "../services/config.js";
 import { createLogger, serve, type RunningCaracal } from "../services/serve.js";
 
@@ -89,7 +89,7 @@ function grpcJsCaller(billing: GrpcJsBillingClient): BillingCaller {
   const settle = <T>(run: () => Promise<{ response: T; decisionId: string | undefined }>): Promise<Outcome<T>> =>
     run().then(
       ({ response, decisionId }) => ({ ok: true, value: response, decisionId }),
-      (error: grpc.ServiceError) => ({ ok: false, code: error.code as number as Code, reason: reasonOfGrpcError(error) }),
+      (error: grpc.ServiceError) => ({ ok: false, code: error.code as number as Code, reason: grpcReasonOf(error) }),
     );
   return {
     ping: () => settle(() => unary<PingResponse>((callback) => billing.ping(create(PingRequestSchema), callback))),

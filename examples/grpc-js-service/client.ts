@@ -11,13 +11,12 @@
 import { pathToFileURL } from "node:url";
 import { create } from "@bufbuild/protobuf";
 import { createClient } from "@connectrpc/connect";
-import { findTrailerError } from "@connectrpc/connect/protocol-grpc";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import * as grpc from "@grpc/grpc-js";
 import { MandateSource } from "../../clients/mandate-source.js";
 import { TokenService } from "../../gen/caracal/sts/v1/token_service_pb.js";
 import { Reason } from "../../gen/caracal/errors/v1/error_detail_pb.js";
-import { reasonOf } from "../../interceptors/caracal-error.js";
+import { grpcReasonOf } from "../../interceptors/grpc-js/grpc-status.js";
 import { mandateClientInterceptor } from "../../interceptors/grpc-js/mandate-client-interceptor.js";
 import { grpcServiceDefinition } from "../../interceptors/grpc-js/service-definition.js";
 import {
@@ -127,17 +126,6 @@ export function unary<O>(start: (callback: grpc.requestCallback<O>) => grpc.Clie
   });
 }
 
-/**
- * The Caracal reason of a grpc-js error: the `caracal.errors.v1.ErrorDetail`
- * in its `grpc-status-details-bin`. `Reason.UNSPECIFIED` when there is none.
- */
-export function reasonOfGrpcError(error: grpc.ServiceError): Reason {
-  const trailer = new Headers({ "grpc-status": String(error.code), "grpc-message": encodeURIComponent(error.details) });
-  for (const [key, value] of Object.entries(error.metadata.getMap())) {
-    trailer.set(key, Buffer.isBuffer(value) ? value.toString("base64") : value);
-  }
-  return reasonOf(findTrailerError(trailer));
-}
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href) {
   const clientSecret = process.env.CARACAL_CLIENT_SECRET;
@@ -163,7 +151,7 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href) {
     const created = await unary<CreateInvoiceResponse>((callback) =>
       billing.createInvoice(create(CreateInvoiceRequestSchema, { customer: "umbrella", amountCents: 9_900n }), callback),
     ).catch((error: grpc.ServiceError) => error);
-    if (created instanceof Error) console.log(`CreateInvoice refused: ${grpc.status[created.code]} REASON_${Reason[reasonOfGrpcError(created)]}`);
+    if (created instanceof Error) console.log(`CreateInvoice refused: ${grpc.status[created.code]} REASON_${Reason[grpcReasonOf(created)]}`);
     else console.log(`CreateInvoice: ${show(created.response.invoice)}`);
   } finally {
     close();

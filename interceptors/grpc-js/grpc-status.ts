@@ -1,6 +1,8 @@
 import { ConnectError } from "@connectrpc/connect";
-import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
-import { Metadata, type StatusObject, type status } from "@grpc/grpc-js";
+import { findTrailerError, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
+import { Metadata, type ServiceError, type StatusObject, type status } from "@grpc/grpc-js";
+import type { Reason } from "../../gen/caracal/errors/v1/error_detail_pb.js";
+import { reasonOf } from "../caracal-error.js";
 
 /**
  * A ConnectError as grpc-js sends it: code, message, and the error details in
@@ -22,4 +24,19 @@ export function headersToMetadata(headers: Headers): Metadata {
   const metadata = new Metadata();
   headers.forEach((value, key) => metadata.add(key, key.endsWith("-bin") ? Buffer.from(value, "base64") : value));
   return metadata;
+}
+
+/**
+ * The Caracal reason of an error a grpc-js client received, read from its
+ * `grpc-status-details-bin`; `Reason.UNSPECIFIED` when there is none.
+ *
+ * @example
+ * if (grpcReasonOf(error) === Reason.SCOPE_MISSING) …
+ */
+export function grpcReasonOf(error: ServiceError): Reason {
+  const trailer = new Headers({ "grpc-status": String(error.code), "grpc-message": encodeURIComponent(error.details) });
+  for (const [key, value] of Object.entries(error.metadata.getMap())) {
+    trailer.set(key, Buffer.isBuffer(value) ? value.toString("base64") : value);
+  }
+  return reasonOf(findTrailerError(trailer));
 }

@@ -109,8 +109,12 @@ export class EdgeVerifier {
       if (requirement === undefined) {
         throw new MandateError(Reason.METHOD_NOT_DECLARED, `${serviceOf(call.method)}/${call.method.name} declares no requirement`);
       }
-      claims = await this.#verify(call.authorization, requirement);
+      const verified = await this.#verify(call.authorization, requirement);
+      claims = verified.claims;
       if (this.#options.revocations?.isRevoked(claims)) throw new MandateError(Reason.MANDATE_REVOKED, "mandate was revoked");
+      // Cached only once it passed the revocation check: a revoked mandate a
+      // client keeps retrying would otherwise grow the cache every revocation scans.
+      if (verified.token !== undefined) this.#cache?.set(verified.token, claims);
     } catch (error) {
       if (!(error instanceof MandateError)) throw error;
       this.#record(call, decisionId, claims, requirement, AuditDecision.DENY, error.reason);
@@ -137,7 +141,11 @@ export class EdgeVerifier {
     return requirement ?? undefined;
   }
 
-  async #verify(authorization: string | null, requirement: Exclude<MethodRequirement, { public: true }>): Promise<MandateClaims> {
+  /** The claims, with the token when they were verified now (not found in the cache). */
+  async #verify(
+    authorization: string | null,
+    requirement: Exclude<MethodRequirement, { public: true }>,
+  ): Promise<{ claims: MandateClaims; token?: string }> {
     // Freshness first: a verifier that cannot vouch for its revocation view refuses everything.
     this.#options.revocations?.assertFresh(this.#now());
     if (authorization === null) throw new MandateError(Reason.MANDATE_MISSING, "no mandate: send authorization: Bearer <mandate>");
@@ -150,7 +158,7 @@ export class EdgeVerifier {
     const cached = this.#cache?.get(token, this.#now());
     if (cached) {
       checkAuthority(cached, authority);
-      return cached;
+      return { claims: cached };
     }
     const claims = await verifyMandate(token, {
       ...authority,
@@ -159,10 +167,7 @@ export class EdgeVerifier {
       clockToleranceSeconds: this.#options.clockToleranceSeconds,
       maxTokenBytes: this.#options.maxTokenBytes,
     });
-    // A revoked mandate is never cached: a client retrying it would otherwise
-    // pay a signature check each time and grow the cache every revocation scans.
-    if (!this.#options.revocations?.isRevoked(claims)) this.#cache?.set(token, claims);
-    return claims;
+    return { claims, token };
   }
 
   #record(

@@ -2,31 +2,13 @@ import { describe, expect, it } from "vitest";
 import { Reason } from "../gen/caracal/errors/v1/error_detail_pb.js";
 import type { MandateClaims } from "./mandate-claims.js";
 import { covers, InMemoryRevocationView, staleRevocationView, type RevocationEntry, type RevocationTarget, type RevocationView } from "./revocation-view.js";
+import { CLAIMS_ISSUED_AT_MS, fixtureClaims } from "../test/support/claims.js";
 
 // 2030-01-01T12:00:00Z; claims below are issued at T0.
-const T0 = Date.UTC(2030, 0, 1, 12);
+const T0 = CLAIMS_ISSUED_AT_MS;
 const IAT = T0 / 1000;
 
-function claims(overrides: Partial<MandateClaims> = {}): MandateClaims {
-  return {
-    iss: "urn:caracal:zone:acme",
-    sub: "agent-billing",
-    aud: ["billing-api"],
-    exp: IAT + 300,
-    iat: IAT,
-    nbf: IAT,
-    jti: "mandate-1",
-    zone: "acme",
-    use: "resource",
-    client_id: "agent-billing",
-    sid: "sess-1",
-    root_sid: "sess-root",
-    scope: "invoices.read",
-    target: ["billing-api"],
-    policy_set_version: 3,
-    ...overrides,
-  };
-}
+const claims = fixtureClaims;
 
 let ids = 0;
 function entry(target: RevocationTarget, options: { zone?: string; expiresAtMs?: number } = {}): RevocationEntry {

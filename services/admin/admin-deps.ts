@@ -1,16 +1,12 @@
-import { Code, type HandlerContext } from "@connectrpc/connect";
+import type { HandlerContext } from "@connectrpc/connect";
 import { EventType } from "../../gen/caracal/audit/v1/audit_event_pb.js";
-import { Reason } from "../../gen/caracal/errors/v1/error_detail_pb.js";
-import { caracalError } from "../../interceptors/caracal-error.js";
 import { verifiedMandateKey } from "../../interceptors/connect/edge-server-interceptor.js";
 import type { PublishingAuditSink } from "../../interceptors/publishing-audit-sink.js";
 import type { DirectoryCache } from "../directory/directory-cache.js";
-import { findZone, type ZoneRecord } from "../directory/zones.js";
 import type { KeyEncryptionKey } from "../keys/key-encryption-key.js";
 import type { ZoneKeyRing } from "../keys/zone-key-ring.js";
 import { requestContextKey } from "../server/request-context.js";
-import type { Queryable, Store } from "../store/store.js";
-import { zoneSlug } from "../validation.js";
+import type { Store } from "../store/store.js";
 
 /** What the admin handlers need. */
 export interface AdminDeps {
@@ -20,18 +16,6 @@ export interface AdminDeps {
   readonly directory: DirectoryCache;
   readonly audit: PublishingAuditSink;
   readonly now: () => number;
-}
-
-/** The zone named by a request, or NOT_FOUND. Every admin lookup starts here, so nothing crosses zones. */
-export async function requireZone(db: Queryable, slug: string): Promise<ZoneRecord> {
-  const zone = await findZone(db, zoneSlug(slug));
-  if (!zone) throw caracalError(Code.NotFound, Reason.ZONE_NOT_FOUND, `zone ${slug} does not exist`);
-  return zone;
-}
-
-/** NOT_FOUND for a named object of a zone. */
-export function notFound(what: string, reason: Reason = Reason.NOT_FOUND) {
-  return caracalError(Code.NotFound, reason, `${what} does not exist`);
 }
 
 /**

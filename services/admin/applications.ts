@@ -28,7 +28,8 @@ import {
 import { Reason } from "../../gen/caracal/errors/v1/error_detail_pb.js";
 import { toProtoJwk } from "../sts/get-jwks.js";
 import { boundedText, durationSeconds, identifier, invalidArgument, labels, pageSize, pageToken } from "../validation.js";
-import { changed, notFound, requireZone, type AdminDeps } from "./admin-deps.js";
+import { changed, type AdminDeps } from "./admin-deps.js";
+import { notFound, requireZone } from "../directory/require-zone.js";
 
 const DEFAULT_SECRET_OVERLAP_SECONDS = 24 * 3_600;
 const ASSERTION_ALGORITHMS = ["ES256", "ES384", "EdDSA", "PS256", "RS256"];

@@ -8,7 +8,8 @@ import { findApplication } from "../directory/applications.js";
 import { deleteGrant, insertGrant, listGrants, type GrantRecord } from "../directory/grants.js";
 import { findResource } from "../directory/resources.js";
 import { identifier, invalidArgument, pageSize, pageToken, scopeList } from "../validation.js";
-import { changed, notFound, requireZone, type AdminDeps } from "./admin-deps.js";
+import { changed, type AdminDeps } from "./admin-deps.js";
+import { notFound, requireZone } from "../directory/require-zone.js";
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 

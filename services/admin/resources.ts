@@ -11,7 +11,8 @@ import type {
 import { Reason } from "../../gen/caracal/errors/v1/error_detail_pb.js";
 import { addScopes, findResource, insertResource, listResources, type ResourceRecord, type ScopeRecord } from "../directory/resources.js";
 import { boundedText, identifier, pageSize, pageToken, scopeList } from "../validation.js";
-import { changed, notFound, requireZone, type AdminDeps } from "./admin-deps.js";
+import { changed, type AdminDeps } from "./admin-deps.js";
+import { notFound, requireZone } from "../directory/require-zone.js";
 
 /** A resource as the API shows it. */
 export function resourceMessage(zone: string, resource: ResourceRecord): MessageInitShape<typeof ResourceSchema> {

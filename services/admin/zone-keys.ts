@@ -5,7 +5,8 @@ import { KeyState, type ZoneKeySchema } from "../../gen/caracal/admin/v1/admin_p
 import type { ListZoneKeysRequest, RotateZoneKeyRequest } from "../../gen/caracal/admin/v1/admin_service_pb.js";
 import { effectiveState, listZoneKeys, rotateZoneKeys, type ZoneKeyRecord, type ZoneKeyState } from "../keys/zone-keys.js";
 import { toProtoJwk } from "../sts/get-jwks.js";
-import { changed, requireZone, type AdminDeps } from "./admin-deps.js";
+import { changed, type AdminDeps } from "./admin-deps.js";
+import { requireZone } from "../directory/require-zone.js";
 
 // Mandates may be verified a little after expiry by a skewed clock; keep the
 // retiring key published that much longer.

@@ -6,7 +6,8 @@ import type { CreateZoneRequest, GetZoneRequest, ListZonesRequest } from "../../
 import { insertZone, listZones, type ZoneRecord } from "../directory/zones.js";
 import { createInitialKeys } from "../keys/zone-keys.js";
 import { boundedText, durationSeconds, pageSize, pageToken, zoneSlug } from "../validation.js";
-import { changed, requireZone, type AdminDeps } from "./admin-deps.js";
+import { changed, type AdminDeps } from "./admin-deps.js";
+import { requireZone } from "../directory/require-zone.js";
 
 /** A zone as the API shows it. */
 export function zoneMessage(zone: ZoneRecord): MessageInitShape<typeof ZoneSchema> {

@@ -1,6 +1,6 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { ListRevocationsRequest, ListRevocationsResponseSchema } from "../../gen/caracal/revocation/v1/revocation_service_pb.js";
-import { requireZone } from "../admin/admin-deps.js";
+import { requireZone } from "../directory/require-zone.js";
 import { invalidArgument, pageSize, pageToken } from "../validation.js";
 import type { RevocationDeps } from "./revocation-deps.js";
 import { listRevocationRows, revocationMessage } from "./revocation-rows.js";

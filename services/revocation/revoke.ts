@@ -5,7 +5,7 @@ import { EventType } from "../../gen/caracal/audit/v1/audit_event_pb.js";
 import type { RevokeRequest, RevokeResponseSchema } from "../../gen/caracal/revocation/v1/revocation_service_pb.js";
 import { verifiedMandateKey } from "../../interceptors/connect/edge-server-interceptor.js";
 import { requestContextKey } from "../server/request-context.js";
-import { requireZone } from "../admin/admin-deps.js";
+import { requireZone } from "../directory/require-zone.js";
 import { boundedText, identifier, invalidArgument } from "../validation.js";
 import type { RevocationDeps } from "./revocation-deps.js";
 import { recordRevocation, revocationMessage, type TargetKind } from "./revocation-rows.js";

@@ -3,7 +3,7 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext } from "@connectrpc/connect";
 import { RevocationEventSchema, type Revocation } from "../../gen/caracal/revocation/v1/revocation_pb.js";
 import type { WatchRequest, WatchResponseSchema } from "../../gen/caracal/revocation/v1/revocation_service_pb.js";
-import { requireZone } from "../admin/admin-deps.js";
+import { requireZone } from "../directory/require-zone.js";
 import type { RevocationDeps } from "./revocation-deps.js";
 import { listRevocationRows, revocationMessage, type RevocationRow } from "./revocation-rows.js";
 

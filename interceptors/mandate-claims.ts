@@ -62,6 +62,8 @@ export interface MandateClaims {
   readonly act?: ActorClaim;
   /** The policy-set version that allowed it; 0 when grants alone decided. */
   readonly policy_set_version: number;
+  /** Session labels given at `StartSession`, on session mandates; policies may read them. */
+  readonly labels?: Readonly<Record<string, string>>;
 }
 
 /** The issuer of a zone's mandates. */

@@ -265,6 +265,10 @@ function checkShape(payload: Record<string, unknown>, zone: string): MandateClai
     throw fail("policy_set_version");
   }
   if (payload.act !== undefined && !isActor(payload.act, 0)) throw fail("act");
+  const labels = payload.labels;
+  if (labels !== undefined && (labels === null || typeof labels !== "object" || Array.isArray(labels) || !Object.values(labels).every((v) => typeof v === "string"))) {
+    throw fail("labels");
+  }
   return payload as unknown as MandateClaims;
 }
 

@@ -21,7 +21,7 @@ import {
   type JWK,
   type JWTVerifyGetKey,
 } from "jose";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { ApplicationState, CredentialKind, KeyState } from "../gen/caracal/admin/v1/admin_pb.js";
 import { AdminService, GetApplicationResponseSchema, ListApplicationsResponseSchema } from "../gen/caracal/admin/v1/admin_service_pb.js";
 import { AuditDecision, EventType } from "../gen/caracal/audit/v1/audit_event_pb.js";
@@ -990,12 +990,21 @@ describe.each(HARNESS_KINDS)("the STS and the admin plane on %s", (kind) => {
       await exchange(session.sessionMandate, ["billing-api"], ["invoices.write"]);
     });
 
-    it("writes nothing to the store to start a secret session or to exchange", async () => {
+    it("writes nothing to the store to start a secret session or to exchange, but its replay sample of policy questions", async () => {
       const { zone, secret } = await zoneWithAgent("no-writes");
       const before = await caracal.snapshot();
       const session = await startSession(zone, "agent", secret);
       for (let i = 0; i < 5; i++) await exchange(session.sessionMandate, ["billing-api", "reports-api"], ["invoices.read"]);
       expect(await caracal.snapshot()).toEqual(before);
+      // The sample is written in the background: one row per decision, one question per resource and scope.
+      const recorded = async () =>
+        caracal.sql<{ questions: number }>(
+          `SELECT jsonb_array_length(d.questions) AS questions FROM policy_decisions d JOIN zones z ON z.id = d.zone_id
+           WHERE z.slug = $1 ORDER BY d.seq`,
+          [zone],
+        );
+      await vi.waitFor(async () => expect(await recorded()).toHaveLength(6), { timeout: 5_000 });
+      expect((await recorded()).map((r) => r.questions)).toEqual([1, 2, 2, 2, 2, 2]);
     });
   });
 

@@ -4,8 +4,11 @@
  * Both pass the one suite in `bus.contract.ts`.
  */
 
-/** The two streams Caracal uses; see ARCHITECTURE.md "NATS". */
-export type Topic = "revocations" | "audit";
+/**
+ * The streams Caracal uses; see ARCHITECTURE.md "NATS". `policy` carries
+ * policy-set activations, so every STS replica switches at once.
+ */
+export type Topic = "revocations" | "audit" | "policy";
 
 /** One message as a consumer sees it. */
 export interface BusMessage {
@@ -140,13 +143,22 @@ export const busDefaults = {
   revocationsMaxAgeMs: 25 * 60 * 60 * 1000,
   /** Audit events only wait here until the ledger has them; a week covers a long ledger outage. */
   auditMaxAgeMs: 7 * 24 * 60 * 60 * 1000,
+  /**
+   * Activations are notifications: replicas read the active version from the
+   * store, and poll it as well, so an hour of them is plenty.
+   */
+  policyMaxAgeMs: 60 * 60 * 1000,
   /** Long enough for an outbox relay to retry a publish whose acknowledgement it lost. */
   duplicateWindowMs: 2 * 60 * 1000,
   /** First redelivery delay after a durable handler throws; it doubles per attempt. */
   redeliveryDelayMs: 250,
 } as const;
 
-const topics: readonly Topic[] = ["revocations", "audit"];
+/**
+ * Every topic, in the order streams are set up.
+ * @internal shared by the implementations
+ */
+export const TOPICS: readonly Topic[] = ["revocations", "audit", "policy"];
 const zonePattern = /^[a-z0-9-]{1,63}$/;
 const durablePattern = /^[A-Za-z0-9_-]{1,64}$/;
 
@@ -155,8 +167,8 @@ const durablePattern = /^[A-Za-z0-9_-]{1,64}$/;
  * @internal shared by the implementations
  */
 export function assertTopic(topic: unknown): asserts topic is Topic {
-  if (!topics.includes(topic as Topic)) {
-    throw new TypeError(`bus topic must be one of ${topics.join(", ")}, got ${JSON.stringify(topic)}`);
+  if (!TOPICS.includes(topic as Topic)) {
+    throw new TypeError(`bus topic must be one of ${TOPICS.join(", ")}, got ${JSON.stringify(topic)}`);
   }
 }
 

@@ -180,6 +180,7 @@ export function createMemoryBus(options: MemoryBusOptions = {}): Bus {
   const logs: Record<Topic, TopicLog> = {
     revocations: logFor(options.revocationsMaxAgeMs ?? busDefaults.revocationsMaxAgeMs),
     audit: logFor(options.auditMaxAgeMs ?? busDefaults.auditMaxAgeMs),
+    policy: logFor(busDefaults.policyMaxAgeMs),
   };
   const durables = new Map<string, DurableState>();
   const subscriptions = new Set<Subscription>();

@@ -169,7 +169,7 @@ describe("NATS bus", () => {
     const prefix = ns.prefix();
     const bus = await openNatsBus({ url: testNatsUrl, ...prefix });
     await bus.close();
-    expect(await listTestStreams(`${prefix.streamPrefix}_`)).toHaveLength(2);
+    expect(await listTestStreams(`${prefix.streamPrefix}_`)).toHaveLength(3);
     await deleteTestStreams(`${prefix.streamPrefix}_`);
     expect(await listTestStreams(`${prefix.streamPrefix}_`)).toEqual([]);
   });

@@ -28,6 +28,7 @@ import {
   assertDurable,
   assertPublishable,
   assertTopic,
+  TOPICS,
   assertZone,
   busDefaults,
   redeliveryDelay,
@@ -48,7 +49,7 @@ export interface NatsBusOptions {
   readonly url: string;
   /** Connection name shown in the server's monitoring; default `caracal`. */
   readonly name?: string;
-  /** Stream names are `<streamPrefix>_REVOCATIONS` and `<streamPrefix>_AUDIT`; default `CARACAL`. */
+  /** Stream names are `<streamPrefix>_REVOCATIONS`, `<streamPrefix>_AUDIT` and `<streamPrefix>_POLICY`; default `CARACAL`. */
   readonly streamPrefix?: string;
   /** Subjects are `<subjectPrefix>.<topic>.<zone>`; default `caracal`. */
   readonly subjectPrefix?: string;
@@ -129,7 +130,7 @@ export async function openNatsBus(options: NatsBusOptions): Promise<Bus> {
   }
   try {
     const jsm = await jetstreamManager(nc, { timeout: settings.timeoutMs });
-    for (const topic of ["revocations", "audit"] as const) {
+    for (const topic of TOPICS) {
       await ensureStream(jsm, streamConfig(settings, topic));
     }
     return new NatsBus(nc, jetstream(nc, { timeout: settings.timeoutMs }), jsm, settings);
@@ -174,6 +175,7 @@ function checkOptions(options: NatsBusOptions): Settings {
     maxAgeMs: {
       revocations: positive("revocationsMaxAgeMs", options.revocationsMaxAgeMs, busDefaults.revocationsMaxAgeMs),
       audit: positive("auditMaxAgeMs", options.auditMaxAgeMs, busDefaults.auditMaxAgeMs),
+      policy: busDefaults.policyMaxAgeMs,
     },
     duplicateWindowMs: positive("duplicateWindowMs", options.duplicateWindowMs, busDefaults.duplicateWindowMs),
     replicas: positive("replicas", options.replicas, 1),

@@ -7,6 +7,8 @@ import {
   statefulIsAuthorized,
   validate as cedarValidate,
   type AuthorizationAnswer,
+  type CedarValueJson,
+  type Context,
   type DetailedError,
   type Schema,
 } from "@cedar-policy/cedar-wasm/nodejs";
@@ -20,6 +22,7 @@ import type {
   PolicySourceInput,
 } from "./policy-engine.js";
 import { PolicyInvalidError } from "./policy-invalid-error.js";
+import { reachOf, type PolicyReach } from "./policy-reach.js";
 
 /** One static policy cut out of a document, with where it came from. */
 interface SourcePolicy {
@@ -32,6 +35,8 @@ interface SourcePolicy {
   readonly effect: "permit" | "forbid";
   /** The `@step_up("…")` kind, or undefined for an ordinary policy. */
   readonly stepUp: string | undefined;
+  /** Which requests it could apply to and what of them it reads. */
+  readonly reach: PolicyReach;
 }
 
 interface Analysis {
@@ -46,7 +51,9 @@ interface Analysis {
  *
  * - principal `Application::"<client_id>"`, attribute `labels`: a record of the
  *   application's labels (strings).
- * - action `Action::"<scope>"`.
+ * - action `Action::"<scope>"`; the STS's session question is
+ *   `Action::"StartSession"` on `Resource::"caracal:sts"`, so an active set must
+ *   permit it or no session starts.
  * - resource `Resource::"<resource id>"`, no attributes.
  * - context:
  *   - `session`: `{ id: String, age_seconds: Long, labels: { … strings } }`
@@ -89,63 +96,75 @@ export class CedarEngine implements PolicyEngine {
   compile(source: PolicySourceInput): CompiledPolicySet {
     const { policies, problems } = analyze(source);
     if (problems.length > 0) throw new PolicyInvalidError(problems);
-    const staticPolicies: Record<string, string> = {};
-    for (const p of policies) staticPolicies[p.id] = p.text;
-    // cedar-wasm keeps preparsed sets in a process-wide cache with no eviction.
-    // Naming the entry after the content means recompiling the same version
-    // reuses its entry instead of growing the cache, and two different sets
-    // can never share one.
-    const setId = `caracal-${createHash("sha256").update(JSON.stringify(Object.entries(staticPolicies))).digest("hex")}`;
-    let answer;
-    try {
-      answer = preparsePolicySet(setId, { staticPolicies });
-    } catch (err) {
-      throw new PolicyInvalidError([problem("", "", 0, 0, `engine failure: ${messageOf(err)}`, false)]);
-    }
-    if (answer.type === "failure") {
-      throw new PolicyInvalidError(answer.errors.map((e) => problem("", "", 0, 0, e.message, false)));
-    }
-    return new CedarPolicySet(setId, policies);
+    // Preparsing the whole set checks it as Cedar will run it; evaluation then
+    // uses slices of it (see CedarPolicySet).
+    const failure = preparse(policies);
+    if (failure) throw new PolicyInvalidError(failure.map((message) => problem("", "", 0, 0, message, false)));
+    return new CedarPolicySet(policies);
   }
 }
 
+/** A subset of the set's policies, preparsed, with what its policies read. */
+interface Slice {
+  readonly setId: string;
+  readonly size: number;
+  readonly context: ReadonlySet<string> | "all";
+  readonly principal: boolean;
+  readonly resource: boolean;
+}
+
+/**
+ * Slices are keyed by which policies they hold, so their number is bounded by
+ * the shapes of the policies, not by traffic; past this bound a set falls back
+ * to evaluating every policy, which is always correct.
+ */
+const MAX_SLICES = 1_024;
+
+/**
+ * A compiled set. Each request is evaluated against the slice of policies
+ * whose scope could match it, with only the context and entities they read:
+ * cedar-wasm's cost grows with every policy and every attribute it is handed,
+ * and the answer cannot change, because a policy whose scope does not match is
+ * never satisfied and never evaluates its conditions (so never errs).
+ */
 class CedarPolicySet implements CompiledPolicySet {
   readonly policyIds: readonly string[];
-  readonly #setId: string;
+  readonly #policies: readonly SourcePolicy[];
   readonly #byId: ReadonlyMap<string, { order: number; policy: SourcePolicy }>;
+  readonly #slices = new Map<string, Slice | Error>();
 
-  constructor(setId: string, policies: readonly SourcePolicy[]) {
-    this.#setId = setId;
+  constructor(policies: readonly SourcePolicy[]) {
+    this.#policies = policies;
     this.policyIds = policies.map((p) => p.id);
     this.#byId = new Map(policies.map((policy, order) => [policy.id, { order, policy }]));
   }
 
   evaluate(request: AuthorizationRequestInput): OutcomeInfo {
+    // A malformed request denies whether or not a policy would read the bad field.
+    try {
+      wholeNumber(request.session.ageSeconds, "session age");
+      wholeNumber(Math.floor(request.timeMs / 1000), "request time");
+    } catch (err) {
+      return denyOnError([`engine failure: ${messageOf(err)}`]);
+    }
+    const slice = this.#sliceFor(request);
+    if (slice instanceof Error) return denyOnError([`engine failure: ${slice.message}`]);
+    // Nothing could apply: the default deny, without a trip into the engine.
+    if (slice.size === 0) return outcome("deny", [], [DEFAULT_DENY]);
     let answer: AuthorizationAnswer;
     try {
       answer = statefulIsAuthorized({
         principal: { type: "Application", id: request.clientId },
         action: { type: "Action", id: request.scope },
         resource: { type: "Resource", id: request.resource },
-        context: {
-          session: {
-            id: request.session.sessionId,
-            age_seconds: wholeNumber(request.session.ageSeconds, "session age"),
-            labels: { ...request.session.labels },
-          },
-          delegation: { hops: request.delegationChain.length, chain: [...request.delegationChain] },
-          time: wholeNumber(Math.floor(request.timeMs / 1000), "request time"),
-          approval: { state: request.approvalState, kind: request.approvalKind },
-        },
+        context: contextFor(request, slice.context),
         entities: [
-          {
-            uid: { type: "Application", id: request.clientId },
-            attrs: { labels: { ...request.applicationLabels } },
-            parents: [],
-          },
-          { uid: { type: "Resource", id: request.resource }, attrs: {}, parents: [] },
+          ...(slice.principal
+            ? [{ uid: { type: "Application", id: request.clientId }, attrs: { labels: { ...request.applicationLabels } }, parents: [] }]
+            : []),
+          ...(slice.resource ? [{ uid: { type: "Resource", id: request.resource }, attrs: {}, parents: [] }] : []),
         ],
-        preparsedPolicySetId: this.#setId,
+        preparsedPolicySetId: slice.setId,
       });
     } catch (err) {
       return denyOnError([`engine failure: ${messageOf(err)}`]);
@@ -170,7 +189,7 @@ class CedarPolicySet implements CompiledPolicySet {
     if (decision === "deny") {
       return satisfied.length > 0
         ? outcome("deny", ids(satisfied), [`forbidden by ${ids(satisfied).join(", ")}`])
-        : outcome("deny", [], ["no policy permits this request (default deny)"]);
+        : outcome("deny", [], [DEFAULT_DENY]);
     }
     const ordinary = satisfied.filter((p) => p.stepUp === undefined);
     if (ordinary.length > 0) {
@@ -193,9 +212,83 @@ class CedarPolicySet implements CompiledPolicySet {
     };
   }
 
+  #sliceFor(request: AuthorizationRequestInput): Slice | Error {
+    const members: number[] = [];
+    this.#policies.forEach((p, i) => {
+      if (p.reach.appliesTo(request)) members.push(i);
+    });
+    let key = members.join(",");
+    let slice = this.#slices.get(key);
+    if (slice) return slice;
+    if (this.#slices.size >= MAX_SLICES) {
+      key = this.#policies.map((_, i) => i).join(",");
+      slice = this.#slices.get(key);
+      if (slice) return slice;
+      members.splice(0, members.length, ...this.#policies.map((_, i) => i));
+    }
+    slice = makeSlice(members.map((i) => this.#policies[i]!));
+    this.#slices.set(key, slice);
+    return slice;
+  }
+
   #order(p: SourcePolicy): number {
     return this.#byId.get(p.id)?.order ?? Number.MAX_SAFE_INTEGER;
   }
+}
+
+const DEFAULT_DENY = "no policy permits this request (default deny)";
+
+function makeSlice(policies: readonly SourcePolicy[]): Slice | Error {
+  const failure = policies.length > 0 ? preparse(policies) : undefined;
+  if (failure) return new Error(failure.join("; "));
+  let context: Set<string> | "all" = new Set();
+  for (const p of policies) {
+    if (p.reach.context === "all" || context === "all") context = "all";
+    else for (const name of p.reach.context) context.add(name);
+  }
+  return {
+    setId: setIdOf(policies),
+    size: policies.length,
+    context,
+    principal: policies.some((p) => p.reach.principal),
+    resource: policies.some((p) => p.reach.resource),
+  };
+}
+
+/**
+ * Preparses policies into cedar-wasm's process-wide cache, which has no
+ * eviction. Naming each entry after its content means recompiling the same
+ * version (or slice) reuses the entry instead of growing the cache, and two
+ * different sets can never share one. Returns the failure messages, if any.
+ */
+function preparse(policies: readonly SourcePolicy[]): string[] | undefined {
+  try {
+    const answer = preparsePolicySet(setIdOf(policies), { staticPolicies: Object.fromEntries(policies.map((p) => [p.id, p.text])) });
+    return answer.type === "failure" ? answer.errors.map((e) => e.message) : undefined;
+  } catch (err) {
+    return [`engine failure: ${messageOf(err)}`];
+  }
+}
+
+function setIdOf(policies: readonly SourcePolicy[]): string {
+  return `caracal-${createHash("sha256").update(JSON.stringify(policies.map((p) => [p.id, p.text]))).digest("hex")}`;
+}
+
+/** The Cedar context, with only the attributes the slice reads (all of them when unsure). */
+function contextFor(request: AuthorizationRequestInput, reads: ReadonlySet<string> | "all"): Context {
+  const context: Record<string, CedarValueJson> = {};
+  const wants = (name: string) => reads === "all" || reads.has(name);
+  if (wants("session")) {
+    context["session"] = {
+      id: request.session.sessionId,
+      age_seconds: request.session.ageSeconds,
+      labels: { ...request.session.labels },
+    };
+  }
+  if (wants("delegation")) context["delegation"] = { hops: request.delegationChain.length, chain: [...request.delegationChain] };
+  if (wants("time")) context["time"] = Math.floor(request.timeMs / 1000);
+  if (wants("approval")) context["approval"] = { state: request.approvalState, kind: request.approvalKind };
+  return context;
 }
 
 function outcome(decision: OutcomeInfo["decision"], determiningPolicies: string[], reasons: string[]): OutcomeInfo {
@@ -327,6 +420,7 @@ function splitDocument(doc: PolicyDocumentInput, problems: PolicyProblemInfo[]):
       start,
       effect: json.json.effect,
       stepUp: "step_up" in annotations ? (rawStepUp ?? "") : undefined,
+      reach: reachOf(json.json),
     };
     if ("id" in annotations && (rawId ?? "") === "") problems.push(policyProblem(policy, 0, '@id needs a value, e.g. @id("read-docs")', false));
     if (policy.stepUp !== undefined && policy.effect !== "permit") {

@@ -6,6 +6,19 @@
  * @module
  */
 
+/**
+ * The action of the session question the STS asks on `StartSession`: may this
+ * application start a session at all? Upper case, so no scope can collide with
+ * it (scopes are lower case).
+ */
+export const START_SESSION_ACTION = "StartSession";
+
+/**
+ * The resource of the session question. The colon keeps it apart from every
+ * resource id (which cannot hold one).
+ */
+export const START_SESSION_RESOURCE = "caracal:sts";
+
 /** One policy file, e.g. `billing.cedar`. Mirrors `PolicyDocument`. */
 export interface PolicyDocumentInput {
   /** The file name; problems are reported against it. */

@@ -11,7 +11,7 @@ import { VerifiedMandateCache } from "../../interceptors/verified-mandate-cache.
 import { createAdminService } from "../admin/admin-service.js";
 import { PublishingAuditSink } from "../../interceptors/publishing-audit-sink.js";
 import { ADMIN_ZONE } from "../bootstrap.js";
-import type { Bus } from "../bus/bus.js";
+import type { Bus, Subscription } from "../bus/bus.js";
 import { SERVICE_CATALOG } from "../catalog.js";
 import type { Config, ServiceName } from "../config.js";
 import { DirectoryCache } from "../directory/directory-cache.js";
@@ -24,6 +24,10 @@ import { busRevocationFeed } from "../revocation/bus-revocation-feed.js";
 import { OutboxRelay } from "../revocation/outbox-relay.js";
 import { createRevocationService } from "../revocation/revocation-service.js";
 import { createTokenService } from "../sts/token-service.js";
+import { ActivePolicySets } from "../policy/active-policy-sets.js";
+import { CedarEngine } from "../policy/cedar-engine.js";
+import { DecisionRecorder } from "../policy/decision-recorder.js";
+import { createPolicyService } from "../policy/policy-service.js";
 import type { StsDeps } from "../sts/sts-deps.js";
 import { serveHttp } from "./http-routes.js";
 import { addBridgedService } from "./grpc-js-bridge.js";
@@ -85,6 +89,17 @@ export async function startCaracalServer(options: CaracalServerOptions): Promise
   });
   // Serve nothing until the view holds every revocation already made.
   await revocations.ready();
+  // Policy switches reach this replica by bus notice, with a 1 s poll behind it.
+  const engine = new CedarEngine();
+  const policies = new ActivePolicySets(store, engine);
+  let policyNotices: Subscription;
+  try {
+    policyNotices = await policies.follow(bus, (error) => log.warn({ err: error }, "undecodable policy notice"));
+  } catch (error) {
+    await revocations.stop();
+    throw error;
+  }
+  const decisions = new DecisionRecorder(store, { onError: (error) => log.warn({ err: error }, "policy decisions not recorded") });
   const verifiedSessions = new VerifiedMandateCache();
   revocations.onRevocation((entry) => verifiedSessions.deleteWhere((claims) => covers(entry, claims)));
   const deps: StsDeps = {
@@ -99,6 +114,8 @@ export async function startCaracalServer(options: CaracalServerOptions): Promise
     }),
     verifiedSessions,
     revocations,
+    policies,
+    decisions,
   };
 
   // The relay runs wherever the revocation service does; several replicas may run it at once.
@@ -108,7 +125,7 @@ export async function startCaracalServer(options: CaracalServerOptions): Promise
     sts: createTokenService(deps),
     admin: createAdminService(deps),
     revocation: createRevocationService({ store, relay, audit: deps.audit, now, bus, draining: draining.signal }),
-    policy: {},
+    policy: createPolicyService({ store, engine, policies, bus, audit: deps.audit, now }),
     audit: {},
   };
   const services: [DescService, ServiceImpl<DescService>][] = [
@@ -162,6 +179,7 @@ export async function startCaracalServer(options: CaracalServerOptions): Promise
     // A start that fails (the port is taken, say) leaves nothing running.
     await relay.stop();
     await revocations.stop();
+    await policyNotices.stop();
     grpcServer.forceShutdown();
     throw error;
   }
@@ -179,6 +197,8 @@ export async function startCaracalServer(options: CaracalServerOptions): Promise
         await listener.close(config.shutdownGraceMs);
         await relay.stop();
         await revocations.stop();
+        await policyNotices.stop();
+        await decisions.flush();
         injector.destroy();
         grpcServer.forceShutdown();
         await Promise.race([deps.audit.flushed(), new Promise((resolve) => setTimeout(resolve, 1_000).unref())]);

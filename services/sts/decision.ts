@@ -18,12 +18,13 @@ export class Decision {
   readonly id = randomUUID();
   readonly #audit: AuditSink;
   readonly #event: AuditEventInit;
-  readonly #log: Logger | undefined;
+  /** This call's logger, when the server set one. */
+  readonly log: Logger | undefined;
 
   constructor(audit: AuditSink, ctx: HandlerContext, event: AuditEventInit) {
     this.#audit = audit;
     const request = ctx.values.get(requestContextKey);
-    this.#log = request?.log;
+    this.log = request?.log;
     // Callers join their own logs to the ledger with this, allowed or refused.
     ctx.responseHeader.set("x-caracal-decision-id", this.id);
     this.#event = {
@@ -42,13 +43,20 @@ export class Decision {
   /**
    * Records the refusal and returns the error to throw, carrying the reason
    * and this decision's id. A refusal that cannot be queued is still refused.
+   * `recorded` is the audit decision: a deny, or a hold for a step-up.
    */
-  refuse(code: Code, reason: Reason, message: string, metadata?: Record<string, string>): ConnectError {
+  refuse(
+    code: Code,
+    reason: Reason,
+    message: string,
+    metadata?: Record<string, string>,
+    recorded: AuditDecision.DENY | AuditDecision.STEP_UP = AuditDecision.DENY,
+  ): ConnectError {
     if (this.#event.zone === "") {
       // Nothing names a zone (an unparseable token): there is no ledger to file it in.
-      this.#log?.warn({ decision_id: this.id, reason: Reason[reason] }, "refusal outside any zone");
+      this.log?.warn({ decision_id: this.id, reason: Reason[reason] }, "refusal outside any zone");
     } else {
-      this.#audit.record({ ...this.#event, decision: AuditDecision.DENY, reason });
+      this.#audit.record({ ...this.#event, decision: recorded, reason });
     }
     return caracalError(code, reason, message, { decisionId: this.id, metadata });
   }

@@ -9,6 +9,9 @@ import { MandateError } from "../../interceptors/mandate-error.js";
 import { verifyMandate } from "../../interceptors/verify-mandate.js";
 import type { ZoneRecord } from "../directory/zones.js";
 import { durationSeconds, identifier, invalidArgument, scopeList } from "../validation.js";
+import type { ApplicationRecord } from "../directory/applications.js";
+import type { AuthorizationRequestInput, SessionInput } from "../policy/policy-engine.js";
+import { consultPolicy } from "./consult-policy.js";
 import { Decision } from "./decision.js";
 import { actorsOf } from "../../interceptors/delegation-chain.js";
 import { mandateInfo } from "./mandate-info.js";
@@ -56,7 +59,7 @@ export async function exchange(
   refuseRevoked(deps, subject, decision);
   const zone = await deps.directory.zone(subject.zone);
   if (!zone) throw decision.refuse(Code.Unauthenticated, Reason.MANDATE_WRONG_ISSUER, `zone ${subject.zone} no longer exists`);
-  await requireActive(deps, zone, subject.client_id, decision);
+  const app = await requireActive(deps, zone, subject.client_id, decision);
 
   let act: ActorClaim | undefined;
   if (request.actorToken !== "") {
@@ -77,7 +80,25 @@ export async function exchange(
   }
   await requireGranted(deps, zone, subject.client_id, resources, scopes, decision);
 
-  const now = Math.floor(deps.now() / 1000);
+  const nowMs = deps.now();
+  const now = Math.floor(nowMs / 1000);
+  const session: SessionInput = { sessionId: subject.sid, ageSeconds: Math.max(0, now - subject.iat), labels: subject.labels ?? {} };
+  const chain = act ? actorsOf(act).map((actor) => actor.clientId ?? "") : [];
+  const questions = resources.flatMap((resource) =>
+    scopes.map((scope): AuthorizationRequestInput => ({
+      clientId: subject.client_id,
+      applicationLabels: app.labels,
+      resource,
+      scope,
+      session,
+      delegationChain: chain,
+      timeMs: nowMs,
+      approvalState: "unspecified",
+      approvalKind: "",
+    })),
+  );
+  const policySetVersion = await consultPolicy(deps, zone, questions, decision);
+
   const lifetime = Math.min(requestedTtl ?? DEFAULT_RESOURCE_TTL_SECONDS, zone.maxResourceTtlSeconds, subject.exp - now);
   // Within the clock tolerance a session can verify yet have no time left to lend.
   if (lifetime <= 0) throw decision.refuse(Code.Unauthenticated, Reason.MANDATE_EXPIRED, "session mandate has expired");
@@ -96,7 +117,7 @@ export async function exchange(
     root_sid: subject.root_sid,
     scope: scopes.join(" "),
     target: resources,
-    policy_set_version: 0,
+    policy_set_version: policySetVersion,
     ...(act ? { act } : {}),
   };
   const signingKey = await deps.keys.signingKey(zone.slug);
@@ -154,11 +175,12 @@ async function verifySession(deps: StsDeps, token: string, decision: Decision): 
   }
 }
 
-async function requireActive(deps: StsDeps, zone: ZoneRecord, clientId: string, decision: Decision): Promise<void> {
+async function requireActive(deps: StsDeps, zone: ZoneRecord, clientId: string, decision: Decision): Promise<ApplicationRecord> {
   const app = await deps.directory.application(zone.id, clientId);
   if (app?.state !== "active") {
     throw decision.refuse(Code.PermissionDenied, Reason.APPLICATION_DISABLED, `application ${clientId} is disabled`);
   }
+  return app;
 }
 
 /**

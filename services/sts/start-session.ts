@@ -8,6 +8,8 @@ import { issuerForZone, MAX_MANDATE_BYTES, stsAudienceForZone } from "../../inte
 import { applicationRevoked } from "../revocation/revocation-rows.js";
 import { durationSeconds, identifier, invalidArgument, labels, zoneSlug } from "../validation.js";
 import { authenticateClient, type ClientCredential } from "./client-authenticator.js";
+import { START_SESSION_ACTION, START_SESSION_RESOURCE } from "../policy/policy-engine.js";
+import { consultPolicy } from "./consult-policy.js";
 import { Decision } from "./decision.js";
 import { mandateInfo } from "./mandate-info.js";
 import { signMandate, type IssuedClaims } from "./mandate-signer.js";
@@ -43,8 +45,28 @@ export async function startSession(
     throw decision.refuse(Code.Unauthenticated, Reason.MANDATE_REVOKED, `application ${clientId} is revoked`);
   }
 
-  const now = Math.floor(deps.now() / 1000);
+  const nowMs = deps.now();
   const sid = randomUUID();
+  const policySetVersion = await consultPolicy(
+    deps,
+    zone,
+    [
+      {
+        clientId: app.clientId,
+        applicationLabels: app.labels,
+        resource: START_SESSION_RESOURCE,
+        scope: START_SESSION_ACTION,
+        session: { sessionId: sid, ageSeconds: 0, labels: sessionLabels },
+        delegationChain: [],
+        timeMs: nowMs,
+        approvalState: "unspecified",
+        approvalKind: "",
+      },
+    ],
+    decision,
+  );
+
+  const now = Math.floor(nowMs / 1000);
   const claims: IssuedClaims = {
     iss: issuerForZone(slug),
     sub: app.clientId,
@@ -60,7 +82,7 @@ export async function startSession(
     root_sid: sid,
     scope: "",
     target: [],
-    policy_set_version: 0,
+    policy_set_version: policySetVersion,
     ...(Object.keys(sessionLabels).length > 0 ? { labels: sessionLabels } : {}),
   };
   const signingKey = await deps.keys.signingKey(slug);

@@ -4,6 +4,8 @@ import type { RevocationView } from "../../interceptors/revocation-view.js";
 import type { VerifiedMandateCache } from "../../interceptors/verified-mandate-cache.js";
 import type { KeyEncryptionKey } from "../keys/key-encryption-key.js";
 import type { ZoneKeyRing } from "../keys/zone-key-ring.js";
+import type { ActivePolicySets } from "../policy/active-policy-sets.js";
+import type { DecisionRecorder } from "../policy/decision-recorder.js";
 import type { Store } from "../store/store.js";
 
 /** What the STS handlers need; one instance per server. */
@@ -17,6 +19,10 @@ export interface StsDeps {
   readonly revocations: RevocationView;
   /** Session mandates already verified, so repeated exchanges skip the signature check. */
   readonly verifiedSessions: VerifiedMandateCache;
+  /** Each zone's active policy set, consulted after the grant checks. */
+  readonly policies: ActivePolicySets;
+  /** Where the questions put to policy are kept for `SimulatePolicySet`. */
+  readonly decisions: DecisionRecorder;
   /** The clock, ms since the epoch. Injected so tests can freeze it. */
   readonly now: () => number;
 }

@@ -18,7 +18,7 @@ export const testNatsUrl = process.env.CARACAL_TEST_NATS_URL ?? "nats://127.0.0.
 
 /** Prefixes for one bus under test, in the shape `openNatsBus` takes. */
 export interface NatsTestPrefix {
-  /** e.g. `T3f9c0a1b2c3d4e5f_1`; streams become `<streamPrefix>_REVOCATIONS`, `…_AUDIT`. */
+  /** e.g. `T3f9c0a1b2c3d4e5f_1`; streams become `<streamPrefix>_REVOCATIONS`, `…_AUDIT`, `…_POLICY`. */
   readonly streamPrefix: string;
   /** e.g. `t-3f9c0a1b2c3d4e5f-1`; subjects become `<subjectPrefix>.<topic>.<zone>`. */
   readonly subjectPrefix: string;

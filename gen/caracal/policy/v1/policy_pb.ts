@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file caracal/policy/v1/policy.proto.
  */
 export const file_caracal_policy_v1_policy: GenFile = /*@__PURE__*/
-  fileDesc("Ch5jYXJhY2FsL3BvbGljeS92MS9wb2xpY3kucHJvdG8SEWNhcmFjYWwucG9saWN5LnYxIiwKDlBvbGljeURvY3VtZW50EgwKBG5hbWUYASABKAkSDAoEdGV4dBgCIAEoCSJUCgxQb2xpY3lTb3VyY2USNAoJZG9jdW1lbnRzGAEgAygLMiEuY2FyYWNhbC5wb2xpY3kudjEuUG9saWN5RG9jdW1lbnQSDgoGc2NoZW1hGAIgASgJIskBChBQb2xpY3lTZXRWZXJzaW9uEgwKBHpvbmUYASABKAkSDwoHdmVyc2lvbhgCIAEoAxIUCgxjb250ZW50X2hhc2gYAyABKAkSDgoGYXV0aG9yGAQgASgJEg8KB21lc3NhZ2UYBSABKAkSLgoKY3JlYXRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoGc291cmNlGAcgASgLMh8uY2FyYWNhbC5wb2xpY3kudjEuUG9saWN5U291cmNlIroBCg5TZXNzaW9uQ29udGV4dBISCgpzZXNzaW9uX2lkGAEgASgJEiYKA2FnZRgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhI9CgZsYWJlbHMYAyADKAsyLS5jYXJhY2FsLnBvbGljeS52MS5TZXNzaW9uQ29udGV4dC5MYWJlbHNFbnRyeRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIsYDChRBdXRob3JpemF0aW9uUmVxdWVzdBIRCgljbGllbnRfaWQYASABKAkSWgoSYXBwbGljYXRpb25fbGFiZWxzGAIgAygLMj4uY2FyYWNhbC5wb2xpY3kudjEuQXV0aG9yaXphdGlvblJlcXVlc3QuQXBwbGljYXRpb25MYWJlbHNFbnRyeRIQCghyZXNvdXJjZRgDIAEoCRINCgVzY29wZRgEIAEoCRIyCgdzZXNzaW9uGAUgASgLMiEuY2FyYWNhbC5wb2xpY3kudjEuU2Vzc2lvbkNvbnRleHQSMwoQZGVsZWdhdGlvbl9jaGFpbhgGIAMoCzIZLmNhcmFjYWwubWFuZGF0ZS52MS5BY3RvchIoCgR0aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI6Cg5hcHByb3ZhbF9zdGF0ZRgIIAEoDjIiLmNhcmFjYWwuYXBwcm92YWwudjEuQXBwcm92YWxTdGF0ZRIVCg1hcHByb3ZhbF9raW5kGAkgASgJGjgKFkFwcGxpY2F0aW9uTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKNAQoHT3V0Y29tZRItCghkZWNpc2lvbhgBIAEoDjIbLmNhcmFjYWwucG9saWN5LnYxLkRlY2lzaW9uEhwKFGRldGVybWluaW5nX3BvbGljaWVzGAIgAygJEg8KB3JlYXNvbnMYAyADKAkSDgoGZXJyb3JzGAQgAygJEhQKDHN0ZXBfdXBfa2luZBgFIAEoCSJ5Cg1Qb2xpY3lQcm9ibGVtEhAKCGRvY3VtZW50GAEgASgJEhEKCXBvbGljeV9pZBgCIAEoCRIMCgRsaW5lGAMgASgFEg4KBmNvbHVtbhgEIAEoBRIPCgdtZXNzYWdlGAUgASgJEhQKDHNjaGVtYV9lcnJvchgGIAEoCCpqCghEZWNpc2lvbhIYChRERUNJU0lPTl9VTlNQRUNJRklFRBAAEhIKDkRFQ0lTSU9OX0FMTE9XEAESEQoNREVDSVNJT05fREVOWRACEh0KGURFQ0lTSU9OX1NURVBfVVBfUkVRVUlSRUQQA2IGcHJvdG8z", [file_caracal_approval_v1_approval, file_caracal_mandate_v1_mandate, file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("Ch5jYXJhY2FsL3BvbGljeS92MS9wb2xpY3kucHJvdG8SEWNhcmFjYWwucG9saWN5LnYxIiwKDlBvbGljeURvY3VtZW50EgwKBG5hbWUYASABKAkSDAoEdGV4dBgCIAEoCSJUCgxQb2xpY3lTb3VyY2USNAoJZG9jdW1lbnRzGAEgAygLMiEuY2FyYWNhbC5wb2xpY3kudjEuUG9saWN5RG9jdW1lbnQSDgoGc2NoZW1hGAIgASgJIskBChBQb2xpY3lTZXRWZXJzaW9uEgwKBHpvbmUYASABKAkSDwoHdmVyc2lvbhgCIAEoAxIUCgxjb250ZW50X2hhc2gYAyABKAkSDgoGYXV0aG9yGAQgASgJEg8KB21lc3NhZ2UYBSABKAkSLgoKY3JlYXRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoGc291cmNlGAcgASgLMh8uY2FyYWNhbC5wb2xpY3kudjEuUG9saWN5U291cmNlIroBCg5TZXNzaW9uQ29udGV4dBISCgpzZXNzaW9uX2lkGAEgASgJEiYKA2FnZRgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhI9CgZsYWJlbHMYAyADKAsyLS5jYXJhY2FsLnBvbGljeS52MS5TZXNzaW9uQ29udGV4dC5MYWJlbHNFbnRyeRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIsYDChRBdXRob3JpemF0aW9uUmVxdWVzdBIRCgljbGllbnRfaWQYASABKAkSWgoSYXBwbGljYXRpb25fbGFiZWxzGAIgAygLMj4uY2FyYWNhbC5wb2xpY3kudjEuQXV0aG9yaXphdGlvblJlcXVlc3QuQXBwbGljYXRpb25MYWJlbHNFbnRyeRIQCghyZXNvdXJjZRgDIAEoCRINCgVzY29wZRgEIAEoCRIyCgdzZXNzaW9uGAUgASgLMiEuY2FyYWNhbC5wb2xpY3kudjEuU2Vzc2lvbkNvbnRleHQSMwoQZGVsZWdhdGlvbl9jaGFpbhgGIAMoCzIZLmNhcmFjYWwubWFuZGF0ZS52MS5BY3RvchIoCgR0aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI6Cg5hcHByb3ZhbF9zdGF0ZRgIIAEoDjIiLmNhcmFjYWwuYXBwcm92YWwudjEuQXBwcm92YWxTdGF0ZRIVCg1hcHByb3ZhbF9raW5kGAkgASgJGjgKFkFwcGxpY2F0aW9uTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKNAQoHT3V0Y29tZRItCghkZWNpc2lvbhgBIAEoDjIbLmNhcmFjYWwucG9saWN5LnYxLkRlY2lzaW9uEhwKFGRldGVybWluaW5nX3BvbGljaWVzGAIgAygJEg8KB3JlYXNvbnMYAyADKAkSDgoGZXJyb3JzGAQgAygJEhQKDHN0ZXBfdXBfa2luZBgFIAEoCSJ5Cg1Qb2xpY3lQcm9ibGVtEhAKCGRvY3VtZW50GAEgASgJEhEKCXBvbGljeV9pZBgCIAEoCRIMCgRsaW5lGAMgASgFEg4KBmNvbHVtbhgEIAEoBRIPCgdtZXNzYWdlGAUgASgJEhQKDHNjaGVtYV9lcnJvchgGIAEoCCJ/ChJQb2xpY3lTZXRBY3RpdmF0ZWQSDAoEem9uZRgBIAEoCRIPCgd2ZXJzaW9uGAIgASgDEhgKEHByZXZpb3VzX3ZlcnNpb24YAyABKAMSMAoMYWN0aXZhdGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCpqCghEZWNpc2lvbhIYChRERUNJU0lPTl9VTlNQRUNJRklFRBAAEhIKDkRFQ0lTSU9OX0FMTE9XEAESEQoNREVDSVNJT05fREVOWRACEh0KGURFQ0lTSU9OX1NURVBfVVBfUkVRVUlSRUQQA2IGcHJvdG8z", [file_caracal_approval_v1_approval, file_caracal_mandate_v1_mandate, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * PolicyDocument is one `.cedar` file.
@@ -355,6 +355,50 @@ export type PolicyProblem = Message<"caracal.policy.v1.PolicyProblem"> & {
  */
 export const PolicyProblemSchema: GenMessage<PolicyProblem> = /*@__PURE__*/
   messageDesc(file_caracal_policy_v1_policy, 6);
+
+/**
+ * PolicySetActivated is published on the bus (`caracal.policy.<zone>`) once an
+ * activation has committed. STS replicas drop their cached active set for the
+ * zone and read the new one from the store, which stays the source of truth.
+ *
+ * @generated from message caracal.policy.v1.PolicySetActivated
+ */
+export type PolicySetActivated = Message<"caracal.policy.v1.PolicySetActivated"> & {
+  /**
+   * The zone slug.
+   *
+   * @generated from field: string zone = 1;
+   */
+  zone: string;
+
+  /**
+   * The version now active.
+   *
+   * @generated from field: int64 version = 2;
+   */
+  version: bigint;
+
+  /**
+   * The version active before; 0 for none.
+   *
+   * @generated from field: int64 previous_version = 3;
+   */
+  previousVersion: bigint;
+
+  /**
+   * When the activation committed.
+   *
+   * @generated from field: google.protobuf.Timestamp activated_at = 4;
+   */
+  activatedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message caracal.policy.v1.PolicySetActivated.
+ * Use `create(PolicySetActivatedSchema)` to create a new message.
+ */
+export const PolicySetActivatedSchema: GenMessage<PolicySetActivated> = /*@__PURE__*/
+  messageDesc(file_caracal_policy_v1_policy, 7);
 
 /**
  * Decision is a policy outcome.

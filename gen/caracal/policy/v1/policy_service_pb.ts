@@ -5,7 +5,7 @@
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_caracal_mandate_v1_options } from "../../mandate/v1/options_pb.js";
-import type { AuthorizationRequest, Outcome, PolicyProblem, PolicySetVersion, PolicySource } from "./policy_pb.js";
+import type { AuthorizationRequest, Decision, Outcome, PolicyProblem, PolicySetVersion, PolicySource } from "./policy_pb.js";
 import { file_caracal_policy_v1_policy } from "./policy_pb.js";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file caracal/policy/v1/policy_service.proto.
  */
 export const file_caracal_policy_v1_policy_service: GenFile = /*@__PURE__*/
-  fileDesc("CiZjYXJhY2FsL3BvbGljeS92MS9wb2xpY3lfc2VydmljZS5wcm90bxIRY2FyYWNhbC5wb2xpY3kudjEiagoPRXZhbHVhdGVSZXF1ZXN0EgwKBHpvbmUYASABKAkSOAoHcmVxdWVzdBgCIAEoCzInLmNhcmFjYWwucG9saWN5LnYxLkF1dGhvcml6YXRpb25SZXF1ZXN0Eg8KB3ZlcnNpb24YAyABKAMiWwoQRXZhbHVhdGVSZXNwb25zZRIrCgdvdXRjb21lGAEgASgLMhouY2FyYWNhbC5wb2xpY3kudjEuT3V0Y29tZRIaChJwb2xpY3lfc2V0X3ZlcnNpb24YAiABKAMiWQoYVmFsaWRhdGVQb2xpY3lTZXRSZXF1ZXN0EgwKBHpvbmUYASABKAkSLwoGc291cmNlGAIgASgLMh8uY2FyYWNhbC5wb2xpY3kudjEuUG9saWN5U291cmNlIl4KGVZhbGlkYXRlUG9saWN5U2V0UmVzcG9uc2USDQoFdmFsaWQYASABKAgSMgoIcHJvYmxlbXMYAiADKAsyIC5jYXJhY2FsLnBvbGljeS52MS5Qb2xpY3lQcm9ibGVtIm8KHUNyZWF0ZVBvbGljeVNldFZlcnNpb25SZXF1ZXN0EgwKBHpvbmUYASABKAkSLwoGc291cmNlGAIgASgLMh8uY2FyYWNhbC5wb2xpY3kudjEuUG9saWN5U291cmNlEg8KB21lc3NhZ2UYAyABKAkiVgoeQ3JlYXRlUG9saWN5U2V0VmVyc2lvblJlc3BvbnNlEjQKB3ZlcnNpb24YASABKAsyIy5jYXJhY2FsLnBvbGljeS52MS5Qb2xpY3lTZXRWZXJzaW9uIvEBChhTaW11bGF0ZVBvbGljeVNldFJlcXVlc3QSDAoEem9uZRgBIAEoCRIbChFjYW5kaWRhdGVfdmVyc2lvbhgCIAEoA0gAEjsKEGNhbmRpZGF0ZV9zb3VyY2UYAyABKAsyHy5jYXJhY2FsLnBvbGljeS52MS5Qb2xpY3lTb3VyY2VIABI5CghyZXF1ZXN0cxgEIAEoCzIlLmNhcmFjYWwucG9saWN5LnYxLlNpbXVsYXRpb25SZXF1ZXN0c0gBEhoKEHJlY2VudF9kZWNpc2lvbnMYBSABKAVIAUILCgljYW5kaWRhdGVCCQoHdHJhZmZpYyJPChJTaW11bGF0aW9uUmVxdWVzdHMSOQoIcmVxdWVzdHMYASADKAsyJy5jYXJhY2FsLnBvbGljeS52MS5BdXRob3JpemF0aW9uUmVxdWVzdCKrAQoZU2ltdWxhdGVQb2xpY3lTZXRSZXNwb25zZRIYChBiYXNlbGluZV92ZXJzaW9uGAEgASgDEhkKEWNhbmRpZGF0ZV92ZXJzaW9uGAIgASgDEhEKCWV2YWx1YXRlZBgDIAEoBRIPCgdjaGFuZ2VkGAQgASgFEjUKB2NoYW5nZXMYBSADKAsyJC5jYXJhY2FsLnBvbGljeS52MS5TaW11bGF0ZWREZWNpc2lvbiLAAQoRU2ltdWxhdGVkRGVjaXNpb24SOAoHcmVxdWVzdBgBIAEoCzInLmNhcmFjYWwucG9saWN5LnYxLkF1dGhvcml6YXRpb25SZXF1ZXN0EhoKEnNvdXJjZV9kZWNpc2lvbl9pZBgCIAEoCRIqCgZiZWZvcmUYAyABKAsyGi5jYXJhY2FsLnBvbGljeS52MS5PdXRjb21lEikKBWFmdGVyGAQgASgLMhouY2FyYWNhbC5wb2xpY3kudjEuT3V0Y29tZSJrChhBY3RpdmF0ZVBvbGljeVNldFJlcXVlc3QSDAoEem9uZRgBIAEoCRIPCgd2ZXJzaW9uGAIgASgDEiAKGGV4cGVjdGVkX2N1cnJlbnRfdmVyc2lvbhgDIAEoAxIOCgZyZWFzb24YBCABKAkiTQoZQWN0aXZhdGVQb2xpY3lTZXRSZXNwb25zZRIWCg5hY3RpdmVfdmVyc2lvbhgBIAEoAxIYChBwcmV2aW91c192ZXJzaW9uGAIgASgDIikKGUdldEFjdGl2ZVBvbGljeVNldFJlcXVlc3QSDAoEem9uZRgBIAEoCSKqAQoaR2V0QWN0aXZlUG9saWN5U2V0UmVzcG9uc2USNAoHdmVyc2lvbhgBIAEoCzIjLmNhcmFjYWwucG9saWN5LnYxLlBvbGljeVNldFZlcnNpb24SMAoMYWN0aXZhdGVkX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIUCgxhY3RpdmF0ZWRfYnkYAyABKAkSDgoGcmVhc29uGAQgASgJIlMKHExpc3RQb2xpY3lTZXRWZXJzaW9uc1JlcXVlc3QSDAoEem9uZRgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCSKHAQodTGlzdFBvbGljeVNldFZlcnNpb25zUmVzcG9uc2USNQoIdmVyc2lvbnMYASADKAsyIy5jYXJhY2FsLnBvbGljeS52MS5Qb2xpY3lTZXRWZXJzaW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRIWCg5hY3RpdmVfdmVyc2lvbhgDIAEoAzKYCAoNUG9saWN5U2VydmljZRJ1CghFdmFsdWF0ZRIiLmNhcmFjYWwucG9saWN5LnYxLkV2YWx1YXRlUmVxdWVzdBojLmNhcmFjYWwucG9saWN5LnYxLkV2YWx1YXRlUmVzcG9uc2UiIOrdGRwKDWNhcmFjYWwtYWRtaW4SC3BvbGljeS5yZWFkEpABChFWYWxpZGF0ZVBvbGljeVNldBIrLmNhcmFjYWwucG9saWN5LnYxLlZhbGlkYXRlUG9saWN5U2V0UmVxdWVzdBosLmNhcmFjYWwucG9saWN5LnYxLlZhbGlkYXRlUG9saWN5U2V0UmVzcG9uc2UiIOrdGRwKDWNhcmFjYWwtYWRtaW4SC3BvbGljeS5yZWFkEqABChZDcmVhdGVQb2xpY3lTZXRWZXJzaW9uEjAuY2FyYWNhbC5wb2xpY3kudjEuQ3JlYXRlUG9saWN5U2V0VmVyc2lvblJlcXVlc3QaMS5jYXJhY2FsLnBvbGljeS52MS5DcmVhdGVQb2xpY3lTZXRWZXJzaW9uUmVzcG9uc2UiIerdGR0KDWNhcmFjYWwtYWRtaW4SDHBvbGljeS53cml0ZRKQAQoRU2ltdWxhdGVQb2xpY3lTZXQSKy5jYXJhY2FsLnBvbGljeS52MS5TaW11bGF0ZVBvbGljeVNldFJlcXVlc3QaLC5jYXJhY2FsLnBvbGljeS52MS5TaW11bGF0ZVBvbGljeVNldFJlc3BvbnNlIiDq3RkcCg1jYXJhY2FsLWFkbWluEgtwb2xpY3kucmVhZBKRAQoRQWN0aXZhdGVQb2xpY3lTZXQSKy5jYXJhY2FsLnBvbGljeS52MS5BY3RpdmF0ZVBvbGljeVNldFJlcXVlc3QaLC5jYXJhY2FsLnBvbGljeS52MS5BY3RpdmF0ZVBvbGljeVNldFJlc3BvbnNlIiHq3RkdCg1jYXJhY2FsLWFkbWluEgxwb2xpY3kud3JpdGUSkwEKEkdldEFjdGl2ZVBvbGljeVNldBIsLmNhcmFjYWwucG9saWN5LnYxLkdldEFjdGl2ZVBvbGljeVNldFJlcXVlc3QaLS5jYXJhY2FsLnBvbGljeS52MS5HZXRBY3RpdmVQb2xpY3lTZXRSZXNwb25zZSIg6t0ZHAoNY2FyYWNhbC1hZG1pbhILcG9saWN5LnJlYWQSnAEKFUxpc3RQb2xpY3lTZXRWZXJzaW9ucxIvLmNhcmFjYWwucG9saWN5LnYxLkxpc3RQb2xpY3lTZXRWZXJzaW9uc1JlcXVlc3QaMC5jYXJhY2FsLnBvbGljeS52MS5MaXN0UG9saWN5U2V0VmVyc2lvbnNSZXNwb25zZSIg6t0ZHAoNY2FyYWNhbC1hZG1pbhILcG9saWN5LnJlYWRiBnByb3RvMw", [file_caracal_mandate_v1_options, file_caracal_policy_v1_policy, file_google_protobuf_timestamp]);
+  fileDesc("CiZjYXJhY2FsL3BvbGljeS92MS9wb2xpY3lfc2VydmljZS5wcm90bxIRY2FyYWNhbC5wb2xpY3kudjEiagoPRXZhbHVhdGVSZXF1ZXN0EgwKBHpvbmUYASABKAkSOAoHcmVxdWVzdBgCIAEoCzInLmNhcmFjYWwucG9saWN5LnYxLkF1dGhvcml6YXRpb25SZXF1ZXN0Eg8KB3ZlcnNpb24YAyABKAMiWwoQRXZhbHVhdGVSZXNwb25zZRIrCgdvdXRjb21lGAEgASgLMhouY2FyYWNhbC5wb2xpY3kudjEuT3V0Y29tZRIaChJwb2xpY3lfc2V0X3ZlcnNpb24YAiABKAMiWQoYVmFsaWRhdGVQb2xpY3lTZXRSZXF1ZXN0EgwKBHpvbmUYASABKAkSLwoGc291cmNlGAIgASgLMh8uY2FyYWNhbC5wb2xpY3kudjEuUG9saWN5U291cmNlIl4KGVZhbGlkYXRlUG9saWN5U2V0UmVzcG9uc2USDQoFdmFsaWQYASABKAgSMgoIcHJvYmxlbXMYAiADKAsyIC5jYXJhY2FsLnBvbGljeS52MS5Qb2xpY3lQcm9ibGVtIm8KHUNyZWF0ZVBvbGljeVNldFZlcnNpb25SZXF1ZXN0EgwKBHpvbmUYASABKAkSLwoGc291cmNlGAIgASgLMh8uY2FyYWNhbC5wb2xpY3kudjEuUG9saWN5U291cmNlEg8KB21lc3NhZ2UYAyABKAkiVgoeQ3JlYXRlUG9saWN5U2V0VmVyc2lvblJlc3BvbnNlEjQKB3ZlcnNpb24YASABKAsyIy5jYXJhY2FsLnBvbGljeS52MS5Qb2xpY3lTZXRWZXJzaW9uIvEBChhTaW11bGF0ZVBvbGljeVNldFJlcXVlc3QSDAoEem9uZRgBIAEoCRIbChFjYW5kaWRhdGVfdmVyc2lvbhgCIAEoA0gAEjsKEGNhbmRpZGF0ZV9zb3VyY2UYAyABKAsyHy5jYXJhY2FsLnBvbGljeS52MS5Qb2xpY3lTb3VyY2VIABI5CghyZXF1ZXN0cxgEIAEoCzIlLmNhcmFjYWwucG9saWN5LnYxLlNpbXVsYXRpb25SZXF1ZXN0c0gBEhoKEHJlY2VudF9kZWNpc2lvbnMYBSABKAVIAUILCgljYW5kaWRhdGVCCQoHdHJhZmZpYyJPChJTaW11bGF0aW9uUmVxdWVzdHMSOQoIcmVxdWVzdHMYASADKAsyJy5jYXJhY2FsLnBvbGljeS52MS5BdXRob3JpemF0aW9uUmVxdWVzdCL6AQoZU2ltdWxhdGVQb2xpY3lTZXRSZXNwb25zZRIYChBiYXNlbGluZV92ZXJzaW9uGAEgASgDEhkKEWNhbmRpZGF0ZV92ZXJzaW9uGAIgASgDEhEKCWV2YWx1YXRlZBgDIAEoBRIPCgdjaGFuZ2VkGAQgASgFEjUKB2NoYW5nZXMYBSADKAsyJC5jYXJhY2FsLnBvbGljeS52MS5TaW11bGF0ZWREZWNpc2lvbhIyCgZncm91cHMYBiADKAsyIi5jYXJhY2FsLnBvbGljeS52MS5TaW11bGF0aW9uR3JvdXASGQoRY2hhbmdlc190cnVuY2F0ZWQYByABKAgi3gEKD1NpbXVsYXRpb25Hcm91cBIRCgljbGllbnRfaWQYASABKAkSEAoIcmVzb3VyY2UYAiABKAkSDQoFc2NvcGUYAyABKAkSKwoGYmVmb3JlGAQgASgOMhsuY2FyYWNhbC5wb2xpY3kudjEuRGVjaXNpb24SKgoFYWZ0ZXIYBSABKA4yGy5jYXJhY2FsLnBvbGljeS52MS5EZWNpc2lvbhIXCg9iZWZvcmVfcG9saWNpZXMYBiADKAkSFgoOYWZ0ZXJfcG9saWNpZXMYByADKAkSDQoFY291bnQYCCABKAUiwAEKEVNpbXVsYXRlZERlY2lzaW9uEjgKB3JlcXVlc3QYASABKAsyJy5jYXJhY2FsLnBvbGljeS52MS5BdXRob3JpemF0aW9uUmVxdWVzdBIaChJzb3VyY2VfZGVjaXNpb25faWQYAiABKAkSKgoGYmVmb3JlGAMgASgLMhouY2FyYWNhbC5wb2xpY3kudjEuT3V0Y29tZRIpCgVhZnRlchgEIAEoCzIaLmNhcmFjYWwucG9saWN5LnYxLk91dGNvbWUiawoYQWN0aXZhdGVQb2xpY3lTZXRSZXF1ZXN0EgwKBHpvbmUYASABKAkSDwoHdmVyc2lvbhgCIAEoAxIgChhleHBlY3RlZF9jdXJyZW50X3ZlcnNpb24YAyABKAMSDgoGcmVhc29uGAQgASgJIk0KGUFjdGl2YXRlUG9saWN5U2V0UmVzcG9uc2USFgoOYWN0aXZlX3ZlcnNpb24YASABKAMSGAoQcHJldmlvdXNfdmVyc2lvbhgCIAEoAyIpChlHZXRBY3RpdmVQb2xpY3lTZXRSZXF1ZXN0EgwKBHpvbmUYASABKAkiqgEKGkdldEFjdGl2ZVBvbGljeVNldFJlc3BvbnNlEjQKB3ZlcnNpb24YASABKAsyIy5jYXJhY2FsLnBvbGljeS52MS5Qb2xpY3lTZXRWZXJzaW9uEjAKDGFjdGl2YXRlZF9hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMYWN0aXZhdGVkX2J5GAMgASgJEg4KBnJlYXNvbhgEIAEoCSJTChxMaXN0UG9saWN5U2V0VmVyc2lvbnNSZXF1ZXN0EgwKBHpvbmUYASABKAkSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkihwEKHUxpc3RQb2xpY3lTZXRWZXJzaW9uc1Jlc3BvbnNlEjUKCHZlcnNpb25zGAEgAygLMiMuY2FyYWNhbC5wb2xpY3kudjEuUG9saWN5U2V0VmVyc2lvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSFgoOYWN0aXZlX3ZlcnNpb24YAyABKAMymAgKDVBvbGljeVNlcnZpY2USdQoIRXZhbHVhdGUSIi5jYXJhY2FsLnBvbGljeS52MS5FdmFsdWF0ZVJlcXVlc3QaIy5jYXJhY2FsLnBvbGljeS52MS5FdmFsdWF0ZVJlc3BvbnNlIiDq3RkcCg1jYXJhY2FsLWFkbWluEgtwb2xpY3kucmVhZBKQAQoRVmFsaWRhdGVQb2xpY3lTZXQSKy5jYXJhY2FsLnBvbGljeS52MS5WYWxpZGF0ZVBvbGljeVNldFJlcXVlc3QaLC5jYXJhY2FsLnBvbGljeS52MS5WYWxpZGF0ZVBvbGljeVNldFJlc3BvbnNlIiDq3RkcCg1jYXJhY2FsLWFkbWluEgtwb2xpY3kucmVhZBKgAQoWQ3JlYXRlUG9saWN5U2V0VmVyc2lvbhIwLmNhcmFjYWwucG9saWN5LnYxLkNyZWF0ZVBvbGljeVNldFZlcnNpb25SZXF1ZXN0GjEuY2FyYWNhbC5wb2xpY3kudjEuQ3JlYXRlUG9saWN5U2V0VmVyc2lvblJlc3BvbnNlIiHq3RkdCg1jYXJhY2FsLWFkbWluEgxwb2xpY3kud3JpdGUSkAEKEVNpbXVsYXRlUG9saWN5U2V0EisuY2FyYWNhbC5wb2xpY3kudjEuU2ltdWxhdGVQb2xpY3lTZXRSZXF1ZXN0GiwuY2FyYWNhbC5wb2xpY3kudjEuU2ltdWxhdGVQb2xpY3lTZXRSZXNwb25zZSIg6t0ZHAoNY2FyYWNhbC1hZG1pbhILcG9saWN5LnJlYWQSkQEKEUFjdGl2YXRlUG9saWN5U2V0EisuY2FyYWNhbC5wb2xpY3kudjEuQWN0aXZhdGVQb2xpY3lTZXRSZXF1ZXN0GiwuY2FyYWNhbC5wb2xpY3kudjEuQWN0aXZhdGVQb2xpY3lTZXRSZXNwb25zZSIh6t0ZHQoNY2FyYWNhbC1hZG1pbhIMcG9saWN5LndyaXRlEpMBChJHZXRBY3RpdmVQb2xpY3lTZXQSLC5jYXJhY2FsLnBvbGljeS52MS5HZXRBY3RpdmVQb2xpY3lTZXRSZXF1ZXN0Gi0uY2FyYWNhbC5wb2xpY3kudjEuR2V0QWN0aXZlUG9saWN5U2V0UmVzcG9uc2UiIOrdGRwKDWNhcmFjYWwtYWRtaW4SC3BvbGljeS5yZWFkEpwBChVMaXN0UG9saWN5U2V0VmVyc2lvbnMSLy5jYXJhY2FsLnBvbGljeS52MS5MaXN0UG9saWN5U2V0VmVyc2lvbnNSZXF1ZXN0GjAuY2FyYWNhbC5wb2xpY3kudjEuTGlzdFBvbGljeVNldFZlcnNpb25zUmVzcG9uc2UiIOrdGRwKDWNhcmFjYWwtYWRtaW4SC3BvbGljeS5yZWFkYgZwcm90bzM", [file_caracal_mandate_v1_options, file_caracal_policy_v1_policy, file_google_protobuf_timestamp]);
 
 /**
  * EvaluateRequest asks one question.
@@ -316,11 +316,28 @@ export type SimulatePolicySetResponse = Message<"caracal.policy.v1.SimulatePolic
   changed: number;
 
   /**
-   * Every request whose decision or determining policies would change.
+   * Each request whose decision or determining policies would change, oldest
+   * traffic last; at most 1,000 (see `changes_truncated`).
    *
    * @generated from field: repeated caracal.policy.v1.SimulatedDecision changes = 5;
    */
   changes: SimulatedDecision[];
+
+  /**
+   * Every change, grouped by application, resource, scope and before → after,
+   * largest group first: the shape of the change at a glance. Always complete.
+   *
+   * @generated from field: repeated caracal.policy.v1.SimulationGroup groups = 6;
+   */
+  groups: SimulationGroup[];
+
+  /**
+   * True when there were more changes than `changes` holds; `groups` still
+   * counts every one.
+   *
+   * @generated from field: bool changes_truncated = 7;
+   */
+  changesTruncated: boolean;
 };
 
 /**
@@ -331,13 +348,84 @@ export const SimulatePolicySetResponseSchema: GenMessage<SimulatePolicySetRespon
   messageDesc(file_caracal_policy_v1_policy_service, 8);
 
 /**
+ * SimulationGroup counts the changes that share application, resource, scope
+ * and outcome before and after.
+ *
+ * @generated from message caracal.policy.v1.SimulationGroup
+ */
+export type SimulationGroup = Message<"caracal.policy.v1.SimulationGroup"> & {
+  /**
+   * The application.
+   *
+   * @generated from field: string client_id = 1;
+   */
+  clientId: string;
+
+  /**
+   * The resource.
+   *
+   * @generated from field: string resource = 2;
+   */
+  resource: string;
+
+  /**
+   * The scope.
+   *
+   * @generated from field: string scope = 3;
+   */
+  scope: string;
+
+  /**
+   * The decision under the active version.
+   *
+   * @generated from field: caracal.policy.v1.Decision before = 4;
+   */
+  before: Decision;
+
+  /**
+   * The decision under the candidate.
+   *
+   * @generated from field: caracal.policy.v1.Decision after = 5;
+   */
+  after: Decision;
+
+  /**
+   * The policies that determined it before.
+   *
+   * @generated from field: repeated string before_policies = 6;
+   */
+  beforePolicies: string[];
+
+  /**
+   * The policies that determined it after.
+   *
+   * @generated from field: repeated string after_policies = 7;
+   */
+  afterPolicies: string[];
+
+  /**
+   * How many replayed requests changed this way.
+   *
+   * @generated from field: int32 count = 8;
+   */
+  count: number;
+};
+
+/**
+ * Describes the message caracal.policy.v1.SimulationGroup.
+ * Use `create(SimulationGroupSchema)` to create a new message.
+ */
+export const SimulationGroupSchema: GenMessage<SimulationGroup> = /*@__PURE__*/
+  messageDesc(file_caracal_policy_v1_policy_service, 9);
+
+/**
  * SimulatedDecision is one replayed request, before and after.
  *
  * @generated from message caracal.policy.v1.SimulatedDecision
  */
 export type SimulatedDecision = Message<"caracal.policy.v1.SimulatedDecision"> & {
   /**
-   * The request replayed.
+   * The request replayed, as it was asked (recorded traffic keeps its time).
    *
    * @generated from field: caracal.policy.v1.AuthorizationRequest request = 1;
    */
@@ -370,7 +458,7 @@ export type SimulatedDecision = Message<"caracal.policy.v1.SimulatedDecision"> &
  * Use `create(SimulatedDecisionSchema)` to create a new message.
  */
 export const SimulatedDecisionSchema: GenMessage<SimulatedDecision> = /*@__PURE__*/
-  messageDesc(file_caracal_policy_v1_policy_service, 9);
+  messageDesc(file_caracal_policy_v1_policy_service, 10);
 
 /**
  * ActivatePolicySetRequest switches the active version.
@@ -413,7 +501,7 @@ export type ActivatePolicySetRequest = Message<"caracal.policy.v1.ActivatePolicy
  * Use `create(ActivatePolicySetRequestSchema)` to create a new message.
  */
 export const ActivatePolicySetRequestSchema: GenMessage<ActivatePolicySetRequest> = /*@__PURE__*/
-  messageDesc(file_caracal_policy_v1_policy_service, 10);
+  messageDesc(file_caracal_policy_v1_policy_service, 11);
 
 /**
  * ActivatePolicySetResponse confirms the switch.
@@ -441,7 +529,7 @@ export type ActivatePolicySetResponse = Message<"caracal.policy.v1.ActivatePolic
  * Use `create(ActivatePolicySetResponseSchema)` to create a new message.
  */
 export const ActivatePolicySetResponseSchema: GenMessage<ActivatePolicySetResponse> = /*@__PURE__*/
-  messageDesc(file_caracal_policy_v1_policy_service, 11);
+  messageDesc(file_caracal_policy_v1_policy_service, 12);
 
 /**
  * GetActivePolicySetRequest names the zone.
@@ -462,7 +550,7 @@ export type GetActivePolicySetRequest = Message<"caracal.policy.v1.GetActivePoli
  * Use `create(GetActivePolicySetRequestSchema)` to create a new message.
  */
 export const GetActivePolicySetRequestSchema: GenMessage<GetActivePolicySetRequest> = /*@__PURE__*/
-  messageDesc(file_caracal_policy_v1_policy_service, 12);
+  messageDesc(file_caracal_policy_v1_policy_service, 13);
 
 /**
  * GetActivePolicySetResponse describes the active version.
@@ -505,7 +593,7 @@ export type GetActivePolicySetResponse = Message<"caracal.policy.v1.GetActivePol
  * Use `create(GetActivePolicySetResponseSchema)` to create a new message.
  */
 export const GetActivePolicySetResponseSchema: GenMessage<GetActivePolicySetResponse> = /*@__PURE__*/
-  messageDesc(file_caracal_policy_v1_policy_service, 13);
+  messageDesc(file_caracal_policy_v1_policy_service, 14);
 
 /**
  * ListPolicySetVersionsRequest pages through versions.
@@ -540,7 +628,7 @@ export type ListPolicySetVersionsRequest = Message<"caracal.policy.v1.ListPolicy
  * Use `create(ListPolicySetVersionsRequestSchema)` to create a new message.
  */
 export const ListPolicySetVersionsRequestSchema: GenMessage<ListPolicySetVersionsRequest> = /*@__PURE__*/
-  messageDesc(file_caracal_policy_v1_policy_service, 14);
+  messageDesc(file_caracal_policy_v1_policy_service, 15);
 
 /**
  * ListPolicySetVersionsResponse is one page.
@@ -575,7 +663,7 @@ export type ListPolicySetVersionsResponse = Message<"caracal.policy.v1.ListPolic
  * Use `create(ListPolicySetVersionsResponseSchema)` to create a new message.
  */
 export const ListPolicySetVersionsResponseSchema: GenMessage<ListPolicySetVersionsResponse> = /*@__PURE__*/
-  messageDesc(file_caracal_policy_v1_policy_service, 15);
+  messageDesc(file_caracal_policy_v1_policy_service, 16);
 
 /**
  * PolicyService manages each zone's Cedar policy sets: validate, version,

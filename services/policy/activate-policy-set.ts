@@ -1,0 +1,75 @@
+import { create, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { randomUUID } from "node:crypto";
+import { Code, type HandlerContext } from "@connectrpc/connect";
+import { Reason } from "../../gen/caracal/errors/v1/error_detail_pb.js";
+import { PolicySetActivatedSchema } from "../../gen/caracal/policy/v1/policy_pb.js";
+import type { ActivatePolicySetRequest, ActivatePolicySetResponseSchema } from "../../gen/caracal/policy/v1/policy_service_pb.js";
+import { caracalError } from "../../interceptors/caracal-error.js";
+import { notFound, requireZone } from "../directory/require-zone.js";
+import { requestContextKey } from "../server/request-context.js";
+import { boundedText, invalidArgument } from "../validation.js";
+import { operatorOf, policyChanged, type PolicyDeps } from "./policy-deps.js";
+import { activatePolicySetVersion, VersionConflictError } from "./policy-versions.js";
+
+/**
+ * `ActivatePolicySet`: makes a stored version the zone's active one, provided
+ * the active version is still the one the caller expects (two operators
+ * cannot race), records who and why, announces it on the bus so every STS
+ * replica switches at once, and audits it. Rollback is activating an older
+ * version.
+ */
+export async function activatePolicySet(
+  deps: PolicyDeps,
+  request: ActivatePolicySetRequest,
+  ctx: HandlerContext,
+): Promise<MessageInitShape<typeof ActivatePolicySetResponseSchema>> {
+  const zone = await requireZone(deps.store, request.zone);
+  const version = Number(request.version);
+  const expected = Number(request.expectedCurrentVersion);
+  if (version <= 0) throw invalidArgument("version", "must be a stored version (1 or more)");
+  if (expected < 0) throw invalidArgument("expected_current_version", "must not be negative (0 means none is active)");
+  if (request.reason.trim() === "") throw invalidArgument("reason", "is required");
+  const reason = boundedText(request.reason, "reason", 500);
+
+  // Refuse a version that would not run: the STS would deny everything with it.
+  const compiled = await deps.policies.version(zone.id, version);
+  if (compiled === undefined) throw notFound(`policy set version ${version} of zone ${zone.slug}`);
+  if (compiled instanceof Error) {
+    throw caracalError(Code.FailedPrecondition, Reason.POLICY_INVALID, `version ${version} no longer compiles: ${compiled.message}`);
+  }
+
+  const activatedAt = deps.now();
+  const activatedBy = operatorOf(ctx);
+  let result;
+  try {
+    result = await activatePolicySetVersion(deps.store, zone.id, { version, expected, activatedBy, reason, activatedAt: new Date(activatedAt) });
+  } catch (error) {
+    if (error instanceof VersionConflictError) {
+      throw caracalError(Code.Aborted, Reason.VERSION_CONFLICT, `${error.message}; read the active version and try again`, {
+        metadata: { expected_current_version: String(error.expected), active_version: String(error.actual) },
+      });
+    }
+    throw error;
+  }
+  if (!result) throw notFound(`policy set version ${version} of zone ${zone.slug}`);
+
+  deps.policies.invalidate(zone.slug);
+  const notice = create(PolicySetActivatedSchema, {
+    zone: zone.slug,
+    version: BigInt(version),
+    previousVersion: BigInt(result.previousVersion),
+    activatedAt: timestampFromMs(activatedAt),
+  });
+  // Committed either way: a replica that misses this notice polls the store within a second.
+  await deps.bus.publish("policy", zone.slug, toBinary(PolicySetActivatedSchema, notice), randomUUID()).catch((error: unknown) => {
+    ctx.values.get(requestContextKey)?.log.warn({ err: error }, "policy activation not announced on the bus; replicas will poll");
+  });
+  policyChanged(deps, ctx, {
+    zone: zone.slug,
+    action: "policy set activated",
+    version,
+    attributes: { version: String(version), previous_version: String(result.previousVersion), reason },
+  });
+  return { activeVersion: BigInt(version), previousVersion: BigInt(result.previousVersion) };
+}

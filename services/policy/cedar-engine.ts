@@ -7,7 +7,6 @@ import {
   statefulIsAuthorized,
   validate as cedarValidate,
   type AuthorizationAnswer,
-  type CedarValueJson,
   type Context,
   type DetailedError,
   type Schema,
@@ -22,7 +21,7 @@ import type {
   PolicySourceInput,
 } from "./policy-engine.js";
 import { PolicyInvalidError } from "./policy-invalid-error.js";
-import { reachOf, type PolicyReach } from "./policy-reach.js";
+import { mergeReads, project, reachOf, readsNothing, type PolicyReach, type Reads } from "./policy-reach.js";
 
 /** One static policy cut out of a document, with where it came from. */
 interface SourcePolicy {
@@ -89,6 +88,18 @@ interface Analysis {
  * ```
  */
 export class CedarEngine implements PolicyEngine {
+  readonly #slicing: boolean;
+
+  /**
+   * @param options.slicing - evaluate each request against only the policies
+   *   that could apply, with only what they read (default). `false` hands Cedar
+   *   every policy and the whole request: slower, and there to check that
+   *   slicing never changes an answer.
+   */
+  constructor(options: { slicing?: boolean } = {}) {
+    this.#slicing = options.slicing ?? true;
+  }
+
   validate(source: PolicySourceInput): PolicyProblemInfo[] {
     return analyze(source).problems;
   }
@@ -100,7 +111,7 @@ export class CedarEngine implements PolicyEngine {
     // uses slices of it (see CedarPolicySet).
     const failure = preparse(policies);
     if (failure) throw new PolicyInvalidError(failure.map((message) => problem("", "", 0, 0, message, false)));
-    return new CedarPolicySet(policies);
+    return new CedarPolicySet(policies, this.#slicing);
   }
 }
 
@@ -108,15 +119,15 @@ export class CedarEngine implements PolicyEngine {
 interface Slice {
   readonly setId: string;
   readonly size: number;
-  readonly context: ReadonlySet<string> | "all";
-  readonly principal: boolean;
-  readonly resource: boolean;
+  readonly context: Reads;
+  readonly principal: Reads;
+  readonly resource: Reads;
 }
 
 /**
  * Slices are keyed by which policies they hold, so their number is bounded by
- * the shapes of the policies, not by traffic; past this bound a set falls back
- * to evaluating every policy, which is always correct.
+ * the shapes of the policies, not by traffic; past this bound a set hands
+ * Cedar every policy and the whole request, which is always correct.
  */
 const MAX_SLICES = 1_024;
 
@@ -133,7 +144,10 @@ class CedarPolicySet implements CompiledPolicySet {
   readonly #byId: ReadonlyMap<string, { order: number; policy: SourcePolicy }>;
   readonly #slices = new Map<string, Slice | Error>();
 
-  constructor(policies: readonly SourcePolicy[]) {
+  readonly #slicing: boolean;
+
+  constructor(policies: readonly SourcePolicy[], slicing: boolean) {
+    this.#slicing = slicing;
     this.#policies = policies;
     this.policyIds = policies.map((p) => p.id);
     this.#byId = new Map(policies.map((policy, order) => [policy.id, { order, policy }]));
@@ -157,12 +171,12 @@ class CedarPolicySet implements CompiledPolicySet {
         principal: { type: "Application", id: request.clientId },
         action: { type: "Action", id: request.scope },
         resource: { type: "Resource", id: request.resource },
-        context: contextFor(request, slice.context),
+        context: project(contextOf(request), slice.context),
         entities: [
-          ...(slice.principal
-            ? [{ uid: { type: "Application", id: request.clientId }, attrs: { labels: { ...request.applicationLabels } }, parents: [] }]
-            : []),
-          ...(slice.resource ? [{ uid: { type: "Resource", id: request.resource }, attrs: {}, parents: [] }] : []),
+          ...(readsNothing(slice.principal)
+            ? []
+            : [{ uid: { type: "Application", id: request.clientId }, attrs: project({ labels: { ...request.applicationLabels } }, slice.principal), parents: [] }]),
+          ...(readsNothing(slice.resource) ? [] : [{ uid: { type: "Resource", id: request.resource }, attrs: {}, parents: [] }]),
         ],
         preparsedPolicySetId: slice.setId,
       });
@@ -213,21 +227,24 @@ class CedarPolicySet implements CompiledPolicySet {
   }
 
   #sliceFor(request: AuthorizationRequestInput): Slice | Error {
+    if (!this.#slicing) return this.#slice("whole", () => makeSlice(this.#policies, { readsAll: true }));
     const members: number[] = [];
     this.#policies.forEach((p, i) => {
       if (p.reach.appliesTo(request)) members.push(i);
     });
-    let key = members.join(",");
-    let slice = this.#slices.get(key);
-    if (slice) return slice;
-    if (this.#slices.size >= MAX_SLICES) {
-      key = this.#policies.map((_, i) => i).join(",");
-      slice = this.#slices.get(key);
-      if (slice) return slice;
-      members.splice(0, members.length, ...this.#policies.map((_, i) => i));
+    const key = members.join(",");
+    if (this.#slices.size >= MAX_SLICES && !this.#slices.has(key)) {
+      return this.#slice("whole", () => makeSlice(this.#policies, { readsAll: true }));
     }
-    slice = makeSlice(members.map((i) => this.#policies[i]!));
-    this.#slices.set(key, slice);
+    return this.#slice(key, () => makeSlice(members.map((i) => this.#policies[i]!)));
+  }
+
+  #slice(key: string, make: () => Slice | Error): Slice | Error {
+    let slice = this.#slices.get(key);
+    if (!slice) {
+      slice = make();
+      this.#slices.set(key, slice);
+    }
     return slice;
   }
 
@@ -238,20 +255,17 @@ class CedarPolicySet implements CompiledPolicySet {
 
 const DEFAULT_DENY = "no policy permits this request (default deny)";
 
-function makeSlice(policies: readonly SourcePolicy[]): Slice | Error {
+function makeSlice(policies: readonly SourcePolicy[], options: { readsAll?: boolean } = {}): Slice | Error {
   const failure = policies.length > 0 ? preparse(policies) : undefined;
   if (failure) return new Error(failure.join("; "));
-  let context: Set<string> | "all" = new Set();
-  for (const p of policies) {
-    if (p.reach.context === "all" || context === "all") context = "all";
-    else for (const name of p.reach.context) context.add(name);
-  }
+  const union = (pick: (reach: PolicyReach) => Reads) =>
+    options.readsAll ? "all" : policies.reduce<Reads>((all, p) => mergeReads(all, pick(p.reach)), {});
   return {
     setId: setIdOf(policies),
     size: policies.length,
-    context,
-    principal: policies.some((p) => p.reach.principal),
-    resource: policies.some((p) => p.reach.resource),
+    context: union((r) => r.context),
+    principal: union((r) => r.principal),
+    resource: union((r) => r.resource),
   };
 }
 
@@ -274,21 +288,14 @@ function setIdOf(policies: readonly SourcePolicy[]): string {
   return `caracal-${createHash("sha256").update(JSON.stringify(policies.map((p) => [p.id, p.text]))).digest("hex")}`;
 }
 
-/** The Cedar context, with only the attributes the slice reads (all of them when unsure). */
-function contextFor(request: AuthorizationRequestInput, reads: ReadonlySet<string> | "all"): Context {
-  const context: Record<string, CedarValueJson> = {};
-  const wants = (name: string) => reads === "all" || reads.has(name);
-  if (wants("session")) {
-    context["session"] = {
-      id: request.session.sessionId,
-      age_seconds: request.session.ageSeconds,
-      labels: { ...request.session.labels },
-    };
-  }
-  if (wants("delegation")) context["delegation"] = { hops: request.delegationChain.length, chain: [...request.delegationChain] };
-  if (wants("time")) context["time"] = Math.floor(request.timeMs / 1000);
-  if (wants("approval")) context["approval"] = { state: request.approvalState, kind: request.approvalKind };
-  return context;
+/** The whole Cedar context of a request; evaluation hands Cedar only the part a slice reads. */
+function contextOf(request: AuthorizationRequestInput): Context {
+  return {
+    session: { id: request.session.sessionId, age_seconds: request.session.ageSeconds, labels: { ...request.session.labels } },
+    delegation: { hops: request.delegationChain.length, chain: [...request.delegationChain] },
+    time: Math.floor(request.timeMs / 1000),
+    approval: { state: request.approvalState, kind: request.approvalKind },
+  };
 }
 
 function outcome(decision: OutcomeInfo["decision"], determiningPolicies: string[], reasons: string[]): OutcomeInfo {

@@ -19,16 +19,45 @@ export interface ScopeTarget {
   readonly resource: string;
 }
 
+/**
+ * The part of a record a policy reads: `"all"`, or per attribute the part of
+ * that attribute it reads. `{ labels: { team: "all" } }` reads one label.
+ */
+export type Reads = "all" | { readonly [attribute: string]: Reads };
+
 /** What one policy reaches. */
 export interface PolicyReach {
   /** False only when the policy's scope certainly cannot match `target`. */
   appliesTo(target: ScopeTarget): boolean;
-  /** Context attributes its conditions read; `"all"` when a condition uses `context` as a whole. */
-  readonly context: ReadonlySet<string> | "all";
-  /** Its conditions read the principal (so Cedar needs the application entity). */
-  readonly principal: boolean;
-  /** Its conditions read the resource (so Cedar needs the resource entity). */
-  readonly resource: boolean;
+  /** What its conditions read of the context. */
+  readonly context: Reads;
+  /** What its conditions read of the principal entity (`{}`: nothing, so Cedar needs no entity). */
+  readonly principal: Reads;
+  /** What its conditions read of the resource entity. */
+  readonly resource: Reads;
+}
+
+/** The union of what several policies read. */
+export function mergeReads(a: Reads, b: Reads): Reads {
+  if (a === "all" || b === "all") return "all";
+  const merged: Record<string, Reads> = { ...a };
+  for (const [name, part] of Object.entries(b)) merged[name] = name in merged ? mergeReads(merged[name]!, part) : part;
+  return merged;
+}
+
+/** The part of `value` that `reads` covers; attributes the value lacks stay absent. */
+export function project<T>(value: T, reads: Reads): T {
+  if (reads === "all" || value === null || typeof value !== "object" || Array.isArray(value)) return value;
+  const projected: Record<string, unknown> = {};
+  for (const [name, part] of Object.entries(reads)) {
+    if (Object.hasOwn(value, name)) projected[name] = project((value as Record<string, unknown>)[name], part);
+  }
+  return projected as T;
+}
+
+/** True when nothing is read. */
+export function readsNothing(reads: Reads): boolean {
+  return reads !== "all" && Object.keys(reads).length === 0;
 }
 
 interface EntityRef {
@@ -61,7 +90,7 @@ export function reachOf(est: {
   const principal = est.principal as Constraint;
   const action = est.action as Constraint;
   const resource = est.resource as Constraint;
-  const reads = { context: new Set<string>() as Set<string> | "all", principal: false, resource: false };
+  const reads: Record<Root, Reads> = { context: {}, principal: {}, resource: {} };
   for (const condition of est.conditions) visit(condition.body, reads);
   return {
     appliesTo: (t) =>
@@ -89,25 +118,51 @@ function mayMatch(c: Constraint, type: string, id: string): boolean {
   }
 }
 
-/** Records what an expression reads: which context attributes, and whether principal or resource. */
-function visit(node: unknown, reads: { context: Set<string> | "all"; principal: boolean; resource: boolean }): void {
+type Root = "context" | "principal" | "resource";
+const ROOTS: readonly Root[] = ["context", "principal", "resource"];
+
+/**
+ * Records what an expression reads. An attribute chain on a variable
+ * (`principal.labels.team`, `principal.labels has env`) reads exactly that
+ * path; a variable used any other way (compared, passed, `in`) reads all of it.
+ */
+function visit(node: unknown, reads: Record<Root, Reads>): void {
   if (Array.isArray(node)) {
     for (const item of node) visit(item, reads);
     return;
   }
   if (node === null || typeof node !== "object") return;
-  const record = node as Record<string, unknown>;
-  for (const access of [".", "has"]) {
-    const inner = record[access] as { left?: unknown; attr?: unknown } | undefined;
-    if (inner && isVar(inner.left, "context") && typeof inner.attr === "string") {
-      if (reads.context !== "all") reads.context.add(inner.attr);
-      return;
-    }
+  const chain = accessChain(node);
+  if (chain) {
+    reads[chain.root] = mergeReads(reads[chain.root], pathReads(chain.path));
+    return;
   }
-  if (isVar(node, "context")) reads.context = "all";
-  if (isVar(node, "principal")) reads.principal = true;
-  if (isVar(node, "resource")) reads.resource = true;
-  for (const value of Object.values(record)) visit(value, reads);
+  for (const root of ROOTS) if (isVar(node, root)) reads[root] = "all";
+  for (const value of Object.values(node)) visit(value, reads);
+}
+
+/** `a.b.c` or `a.b has c` with `a` a variable: the variable and the path; else undefined. */
+function accessChain(node: object): { root: Root; path: string[] } | undefined {
+  const path: string[] = [];
+  let current: unknown = node;
+  for (;;) {
+    const record = current as Record<string, unknown>;
+    const access = (record["."] ?? record["has"]) as { left?: unknown; attr?: unknown } | undefined;
+    if (!access || Object.keys(record).length !== 1) break;
+    // `e has a.b` carries its path as an array.
+    const attrs = typeof access.attr === "string" ? [access.attr] : access.attr;
+    if (!Array.isArray(attrs) || attrs.length === 0 || !attrs.every((a) => typeof a === "string")) break;
+    path.unshift(...(attrs as string[]));
+    current = access.left;
+    if (current === null || typeof current !== "object") return undefined;
+  }
+  if (path.length === 0) return undefined;
+  const root = ROOTS.find((r) => isVar(current, r));
+  return root ? { root, path } : undefined;
+}
+
+function pathReads(path: readonly string[]): Reads {
+  return path.reduceRight<Reads>((inner, name) => ({ [name]: inner }), "all");
 }
 
 function isVar(node: unknown, name: string): boolean {

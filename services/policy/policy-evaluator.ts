@@ -18,7 +18,8 @@ export function setEvaluator(version: number, set: CompiledPolicySet): PolicyEva
   return { version, isDefault: false, evaluate: (request) => set.evaluate(request) };
 }
 
-const DEFAULT_EVALUATOR: PolicyEvaluator = { version: 0, isDefault: true, evaluate: () => DEFAULT_OUTCOME };
+/** The default when a zone has no active set: every request is allowed here, because grants alone decide. */
+export const DEFAULT_EVALUATOR: PolicyEvaluator = { version: 0, isDefault: true, evaluate: () => DEFAULT_OUTCOME };
 
 /** A version that cannot run denies every request, with the failure as its error. */
 function failingEvaluator(version: number, failure: string): PolicyEvaluator {

@@ -1,31 +1,17 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import type {
-  SimulatedDecisionSchema,
-  SimulatePolicySetRequest,
-  SimulatePolicySetResponseSchema,
-  SimulationGroupSchema,
-} from "../../gen/caracal/policy/v1/policy_service_pb.js";
+import type { SimulatePolicySetRequest, SimulatePolicySetResponseSchema } from "../../gen/caracal/policy/v1/policy_service_pb.js";
 import { requireZone } from "../directory/require-zone.js";
 import { invalidArgument } from "../validation.js";
 import { MAX_RECORDED_DECISIONS, recentDecisions } from "./decision-recorder.js";
-import type { AuthorizationRequestInput, OutcomeInfo } from "./policy-engine.js";
 import type { PolicyDeps } from "./policy-deps.js";
 import { activeEvaluator, setEvaluator, storedEvaluator, type PolicyEvaluator } from "./policy-evaluator.js";
+import { diffDecisions, type Replay } from "./simulation-diff.js";
 import { decisionMessage, outcomeMessage, requestFromProto, requestMessage, requireValid, sourceFromProto } from "./policy-messages.js";
 
 /** The most requests one call may carry. */
 const MAX_REQUESTS = 10_000;
 /** The most changes reported one by one; `groups` counts every change. */
 const MAX_CHANGES = 1_000;
-
-/** Replays between yields to the event loop (a few milliseconds of work). */
-const YIELD_EVERY = 25;
-
-/** One request to replay, and the recorded decision it came from, if any. */
-interface Replay {
-  readonly request: AuthorizationRequestInput;
-  readonly sourceDecisionId: string;
-}
 
 /**
  * `SimulatePolicySet`: replays requests against the active version and a
@@ -83,56 +69,25 @@ export async function simulatePolicySet(
   }
 
   const baseline = await activeEvaluator(deps.policies, zone);
-  const changes: MessageInitShape<typeof SimulatedDecisionSchema>[] = [];
-  const groups = new Map<string, MessageInitShape<typeof SimulationGroupSchema> & { count: number }>();
-  let changed = 0;
-  for (const [i, replay] of replays.entries()) {
-    // A large replay takes seconds of CPU: let the STS on this process breathe,
-    // and stop when the caller has gone.
-    if (i % YIELD_EVERY === YIELD_EVERY - 1) {
-      await new Promise((resolve) => setImmediate(resolve));
-      signal?.throwIfAborted();
-    }
-    const before = baseline.evaluate(replay.request);
-    const after = candidate.evaluate(replay.request);
-    if (sameOutcome(before, after)) continue;
-    changed++;
-    if (changes.length < MAX_CHANGES) {
-      changes.push({ request: requestMessage(replay.request), sourceDecisionId: replay.sourceDecisionId, before: outcomeMessage(before), after: outcomeMessage(after) });
-    }
-    const { clientId, resource, scope } = replay.request;
-    const key = JSON.stringify([clientId, resource, scope, before.decision, after.decision, before.determiningPolicies, after.determiningPolicies]);
-    const group = groups.get(key);
-    if (group) group.count++;
-    else {
-      groups.set(key, {
-        clientId,
-        resource,
-        scope,
-        before: decisionMessage(before.decision),
-        after: decisionMessage(after.decision),
-        beforePolicies: [...before.determiningPolicies],
-        afterPolicies: [...after.determiningPolicies],
-        count: 1,
-      });
-    }
-  }
+  const diff = await diffDecisions(baseline, candidate, replays, { maxChanges: MAX_CHANGES, ...(signal ? { signal } : {}) });
   return {
     baselineVersion: BigInt(baseline.version),
     candidateVersion: BigInt(candidate.version),
-    evaluated: replays.length,
-    changed,
-    changes,
-    groups: [...groups.values()].sort((a, b) => b.count - a.count),
-    changesTruncated: changed > changes.length,
+    evaluated: diff.evaluated,
+    changed: diff.changed,
+    changes: diff.changes.map(({ replay, before, after }) => ({
+      request: requestMessage(replay.request),
+      sourceDecisionId: replay.sourceDecisionId,
+      before: outcomeMessage(before),
+      after: outcomeMessage(after),
+    })),
+    groups: diff.groups.map((g) => ({
+      ...g,
+      before: decisionMessage(g.before),
+      after: decisionMessage(g.after),
+      beforePolicies: [...g.beforePolicies],
+      afterPolicies: [...g.afterPolicies],
+    })),
+    changesTruncated: diff.changed > diff.changes.length,
   };
-}
-
-function sameOutcome(a: OutcomeInfo, b: OutcomeInfo): boolean {
-  return (
-    a.decision === b.decision &&
-    a.stepUpKind === b.stepUpKind &&
-    a.determiningPolicies.length === b.determiningPolicies.length &&
-    a.determiningPolicies.every((id, i) => b.determiningPolicies[i] === id)
-  );
 }

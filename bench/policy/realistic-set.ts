@@ -35,8 +35,8 @@ export interface BenchResource {
 const JAN_1_2026 = 1_767_225_600;
 const JUL_1_2026 = 1_782_864_000;
 const DEC_18_2026 = 1_797_552_000;
-const JAN_4_2027 = 1_799_020_800;
 const JAN_1_2027 = 1_798_761_600;
+const JAN_4_2027 = 1_799_020_800;
 
 const billing = `// billing.cedar: owned by the billing team
 @id("billing-read-invoices")
@@ -448,22 +448,44 @@ const TEAM_CALLS: Readonly<Record<Team, readonly string[]>> = {
   ],
 };
 
-/** The applications the policies name, with fixed labels and their own calls. */
+/** Applications with a fixed identity (the ones the policies name, and a sandbox playground), with their own calls. */
 const NAMED_APPLICATIONS: readonly BenchApplication[] = [
-  named("billing-reconciler", { team: "billing", env: "prod", tier: "1", owner: "billing-oncall" }, ["ledger ledger.read", "ledger ledger.post", "billing-api invoices.read"]),
-  named("checkout-agent", { team: "billing", env: "prod", tier: "1", owner: "payments" }, ["payments-gateway payments.capture", "payments-gateway payments.read", "tax-service tax.calculate"]),
-  named("pricing-admin", { team: "billing", env: "prod", tier: "2", owner: "pricing" }, ["pricing-catalog pricing.read", "pricing-catalog pricing.write"]),
-  named("refund-bot", { team: "support", env: "prod", tier: "1", owner: "support-tools" }, ["payments-gateway payments.refund", "crm customers.read"]),
+  named("billing-reconciler", { team: "billing", env: "prod", tier: "1", owner: "billing-oncall" }, [
+    "ledger ledger.read", "ledger ledger.post", "billing-api invoices.read",
+  ]),
+  named("checkout-agent", { team: "billing", env: "prod", tier: "1", owner: "payments" }, [
+    "payments-gateway payments.capture", "payments-gateway payments.read", "tax-service tax.calculate",
+  ]),
+  named("pricing-admin", { team: "billing", env: "prod", tier: "2", owner: "pricing" }, [
+    "pricing-catalog pricing.read", "pricing-catalog pricing.write",
+  ]),
+  named("refund-bot", { team: "support", env: "prod", tier: "1", owner: "support-tools" }, [
+    "payments-gateway payments.refund", "crm customers.read",
+  ]),
   named("kb-writer", { team: "support", env: "prod", tier: "3", owner: "support-tools" }, ["kb kb.read", "kb kb.write"]),
-  named("helpdesk-triage", { team: "support", env: "prod", tier: "2", owner: "support-tools" }, ["helpdesk tickets.read", "helpdesk tickets.write", "tickets-db tickets.read", "customer-profiles customers.read"]),
-  named("warehouse-loader", { team: "data", env: "prod", tier: "2", owner: "data-eng" }, ["etl-runner etl.run", "warehouse warehouse.load"]),
-  named("ml-trainer", { team: "data", env: "prod", tier: "2", owner: "ml", pii: "cleared" }, ["ml-models models.deploy", "pii-vault pii.read", "warehouse warehouse.query"]),
-  named("deploy-bot", { team: "platform", env: "prod", tier: "1", owner: "sre" }, ["k8s-prod deploy.trigger", "k8s-staging deploy.trigger"]),
-  named("oncall-assistant", { team: "platform", env: "prod", tier: "1", owner: "sre", oncall: "true" }, ["k8s-prod deploy.rollback", "feature-flags flags.write", "dashboards dashboards.read"]),
-  named("secrets-rotator", { team: "security", env: "prod", tier: "1", owner: "secops" }, ["secrets-vault secrets.rotate", "secrets-vault secrets.read"]),
+  named("helpdesk-triage", { team: "support", env: "prod", tier: "2", owner: "support-tools" }, [
+    "helpdesk tickets.read", "helpdesk tickets.write", "tickets-db tickets.read", "customer-profiles customers.read",
+  ]),
+  named("warehouse-loader", { team: "data", env: "prod", tier: "2", owner: "data-eng" }, [
+    "etl-runner etl.run", "warehouse warehouse.load",
+  ]),
+  named("ml-trainer", { team: "data", env: "prod", tier: "2", owner: "ml", pii: "cleared" }, [
+    "ml-models models.deploy", "pii-vault pii.read", "warehouse warehouse.query",
+  ]),
+  named("deploy-bot", { team: "platform", env: "prod", tier: "1", owner: "sre" }, [
+    "k8s-prod deploy.trigger", "k8s-staging deploy.trigger",
+  ]),
+  named("oncall-assistant", { team: "platform", env: "prod", tier: "1", owner: "sre", oncall: "true" }, [
+    "k8s-prod deploy.rollback", "feature-flags flags.write", "dashboards dashboards.read",
+  ]),
+  named("secrets-rotator", { team: "security", env: "prod", tier: "1", owner: "secops" }, [
+    "secrets-vault secrets.rotate", "secrets-vault secrets.read",
+  ]),
   named("siem-forwarder", { team: "security", env: "prod", tier: "2", owner: "secops" }, ["siem siem.ingest", "audit-log audit.read"]),
   named("campaign-sender", { team: "growth", env: "prod", tier: "3", owner: "lifecycle" }, ["email-campaigns campaigns.send"]),
-  named("payroll-runner", { team: "finance", env: "prod", tier: "1", owner: "finance-ops" }, ["payroll payroll.read", "payroll payroll.run"]),
+  named("payroll-runner", { team: "finance", env: "prod", tier: "1", owner: "finance-ops" }, [
+    "payroll payroll.read", "payroll payroll.run",
+  ]),
   named("legacy-scraper", { team: "growth", env: "staging", quarantined: "true" }, ["crm customers.read", "search search.query"]),
   named("sandbox-playground", { env: "sandbox", owner: "devrel" }, ["sandbox-echo echo.call", "billing-api invoices.read"]),
 ];

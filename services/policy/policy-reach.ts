@@ -101,21 +101,27 @@ export function reachOf(est: {
   };
 }
 
+// Runs for every policy of every request: no closures, no allocation.
 function mayMatch(c: Constraint, type: string, id: string): boolean {
-  const is = (e: EntityRef | undefined) => e !== undefined && e.type === type && e.id === id;
   switch (c.op) {
     case "All":
       return true;
     case "==":
-      return is(c.entity);
+      return isEntity(c.entity, type, id);
     case "in":
-      return c.entities ? c.entities.some(is) : is(c.entity);
+      if (!c.entities) return isEntity(c.entity, type, id);
+      for (const e of c.entities) if (isEntity(e, type, id)) return true;
+      return false;
     case "is":
-      return c.entity_type === type && (c.in?.entity === undefined || is(c.in.entity));
+      return c.entity_type === type && (c.in?.entity === undefined || isEntity(c.in.entity, type, id));
     default:
       // Anything this reader does not know stays in: never guess "cannot match".
       return true;
   }
+}
+
+function isEntity(e: EntityRef | undefined, type: string, id: string): boolean {
+  return e !== undefined && e.type === type && e.id === id;
 }
 
 type Root = "context" | "principal" | "resource";

@@ -368,6 +368,26 @@ describe.each(HARNESS_KINDS)("policy sets on %s", (kind) => {
     });
   });
 
+  describe("the admin zone", () => {
+    it("refuses a version that would lock the activating operator out of the admin plane", async () => {
+      const zone = caracal.profile.zone;
+      const { activeVersion } = await policy.listPolicySetVersions({ zone });
+      const narrow = (await policy.createPolicySetVersion({ zone, source: source(SESSIONS), message: "forgets the admin plane" })).version!;
+      const before = await caracal.snapshot();
+      const refused = await refusal(policy.activatePolicySet({ zone, version: narrow.version, expectedCurrentVersion: activeVersion, reason: "oops" }));
+      expect(refused.code).toBe(Code.FailedPrecondition);
+      expect(reasonOf(refused)).toBe(Reason.POLICY_DENIED);
+      expect(errorDetailOf(refused)?.metadata).toMatchObject({ scope: "policy.write", resource: "caracal-admin" });
+      expect(await caracal.snapshot()).toEqual(before);
+
+      // A set that keeps the operator in is accepted, and the admin plane keeps working under it.
+      const admin = `@id("operators")\npermit(principal == Application::"${caracal.profile.client_id}", action, resource);`;
+      const kept = (await policy.createPolicySetVersion({ zone, source: source(SESSIONS, admin), message: "operators keep the admin plane" })).version!;
+      await policy.activatePolicySet({ zone, version: kept.version, expectedCurrentVersion: activeVersion, reason: "lock down the admin zone" });
+      expect((await caracal.admin.listZones({})).zones.length).toBeGreaterThan(0);
+    });
+  });
+
   describe("SimulatePolicySet", () => {
     it("reports each request given in the call whose decision would change, before and after, grouped", async () => {
       const { zone } = await zoneWithAgent();

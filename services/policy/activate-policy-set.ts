@@ -9,6 +9,10 @@ import { caracalError } from "../../interceptors/caracal-error.js";
 import { notFound, requireZone } from "../directory/require-zone.js";
 import { requestContextKey } from "../server/request-context.js";
 import { boundedText, invalidArgument } from "../validation.js";
+import { ADMIN_RESOURCE, ADMIN_ZONE } from "../bootstrap.js";
+import { findApplication } from "../directory/applications.js";
+import type { ZoneRecord } from "../directory/zones.js";
+import { START_SESSION_ACTION, START_SESSION_RESOURCE, type CompiledPolicySet } from "./policy-engine.js";
 import { operatorOf, policyChanged, type PolicyDeps } from "./policy-deps.js";
 import { activatePolicySetVersion, VersionConflictError } from "./policy-versions.js";
 
@@ -41,6 +45,7 @@ export async function activatePolicySet(
 
   const activatedAt = deps.now();
   const activatedBy = operatorOf(ctx);
+  if (zone.slug === ADMIN_ZONE) await refuseLockout(deps, zone, activatedBy, compiled, activatedAt);
   let result;
   try {
     result = await activatePolicySetVersion(deps.store, zone.id, { version, expected, activatedBy, reason, activatedAt: new Date(activatedAt) });
@@ -72,4 +77,40 @@ export async function activatePolicySet(
     attributes: { version: String(version), previous_version: String(result.previousVersion), reason },
   });
   return { activeVersion: BigInt(version), previousVersion: BigInt(result.previousVersion) };
+}
+
+/**
+ * Caracal's own admin plane lives in the admin zone, so a set activated there
+ * decides who may administer Caracal. Refuses a version under which the
+ * operator activating it could no longer start a session or obtain a
+ * `policy.write` mandate: nobody could then activate the fix.
+ */
+async function refuseLockout(deps: PolicyDeps, zone: ZoneRecord, operator: string, set: CompiledPolicySet, nowMs: number): Promise<void> {
+  const app = await findApplication(deps.store, zone.id, operator);
+  const ask = (scope: string, resource: string) =>
+    set.evaluate({
+      clientId: operator,
+      applicationLabels: app?.labels ?? {},
+      resource,
+      scope,
+      session: { sessionId: "", ageSeconds: 0, labels: {} },
+      delegationChain: [],
+      timeMs: nowMs,
+      approvalState: "unspecified",
+      approvalKind: "",
+    });
+  for (const [scope, resource] of [
+    [START_SESSION_ACTION, START_SESSION_RESOURCE],
+    ["policy.write", ADMIN_RESOURCE],
+  ] as const) {
+    const outcome = ask(scope, resource);
+    if (outcome.decision !== "allow") {
+      throw caracalError(
+        Code.FailedPrecondition,
+        Reason.POLICY_DENIED,
+        `this version would lock ${operator} out of the admin plane (${scope} on ${resource}: ${outcome.decision}); permit it first`,
+        { metadata: { scope, resource } },
+      );
+    }
+  }
 }

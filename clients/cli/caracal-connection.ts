@@ -1,6 +1,7 @@
 import { createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { AdminService } from "../../gen/caracal/admin/v1/admin_service_pb.js";
+import { PolicyService } from "../../gen/caracal/policy/v1/policy_service_pb.js";
 import { RevocationService } from "../../gen/caracal/revocation/v1/revocation_service_pb.js";
 import { TokenService } from "../../gen/caracal/sts/v1/token_service_pb.js";
 import { mandateClientInterceptor } from "../../interceptors/connect/mandate-client-interceptor.js";
@@ -28,6 +29,8 @@ export interface CaracalConnection {
   readonly admin: Client<typeof AdminService> | undefined;
   /** The revocation service, with mandates like `admin`; undefined without a credential. */
   readonly revocation: Client<typeof RevocationService> | undefined;
+  /** The policy service, with mandates like `admin`; undefined without a credential. */
+  readonly policy: Client<typeof PolicyService> | undefined;
   /** The mandate source behind `admin`, to sign in before the first call. */
   readonly mandates: MandateSource | undefined;
   /** Closes the connection, so a finished command lets the process exit. */
@@ -53,5 +56,6 @@ export function openCaracalConnection(target: string, credential?: AdminCredenti
     : undefined;
   const admin = transport ? createClient(AdminService, transport) : undefined;
   const revocation = transport ? createClient(RevocationService, transport) : undefined;
-  return { sts, admin, revocation, mandates, close: () => sessionManager.abort() };
+  const policy = transport ? createClient(PolicyService, transport) : undefined;
+  return { sts, admin, revocation, policy, mandates, close: () => sessionManager.abort() };
 }

@@ -2,6 +2,7 @@ import type { Command } from "commander";
 import { registerAppCommands } from "./app-commands.js";
 import { registerGrantCommands } from "./grant-commands.js";
 import { registerKeyCommands } from "./key-commands.js";
+import { registerPolicyCommands } from "./policy-commands.js";
 import { registerResourceCommands } from "./resource-commands.js";
 import { registerRevocationCommands } from "./revocation-commands.js";
 import { registerTokenCommands } from "./token-commands.js";
@@ -26,4 +27,5 @@ export function registerClientCommands(program: Command): void {
   registerKeyCommands(program);
   registerTokenCommands(program);
   registerRevocationCommands(program);
+  registerPolicyCommands(program);
 }

@@ -58,6 +58,8 @@ interface Analysis {
  *   - `session`: `{ id: String, age_seconds: Long, labels: { … strings } }`
  *   - `delegation`: `{ hops: Long, chain: Set<String> }` (client ids, outermost first)
  *   - `time`: Long, epoch seconds
+ *   - `clock`: `{ hour: Long, weekday: Long }` in UTC, weekday 1 = Monday … 7 =
+ *     Sunday, for business-hours rules (Cedar cannot divide epoch seconds)
  *   - `approval`: `{ state: String, kind: String }`; `state` is one of
  *     `unspecified`, `pending`, `approved`, `rejected`, `expired`, `used`.
  *
@@ -294,8 +296,18 @@ function contextOf(request: AuthorizationRequestInput): Context {
     session: { id: request.session.sessionId, age_seconds: request.session.ageSeconds, labels: { ...request.session.labels } },
     delegation: { hops: request.delegationChain.length, chain: [...request.delegationChain] },
     time: Math.floor(request.timeMs / 1000),
+    clock: clockOf(request.timeMs),
     approval: { state: request.approvalState, kind: request.approvalKind },
   };
+}
+
+/**
+ * The request time as hour and ISO weekday (1 = Monday … 7 = Sunday), in UTC:
+ * Cedar has no division, so business hours cannot be computed from epoch seconds.
+ */
+function clockOf(timeMs: number): { hour: number; weekday: number } {
+  const at = new Date(timeMs);
+  return { hour: at.getUTCHours(), weekday: at.getUTCDay() === 0 ? 7 : at.getUTCDay() };
 }
 
 function outcome(decision: OutcomeInfo["decision"], determiningPolicies: string[], reasons: string[]): OutcomeInfo {

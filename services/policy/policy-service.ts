@@ -3,7 +3,7 @@ import type { PolicyService } from "../../gen/caracal/policy/v1/policy_service_p
 import { activatePolicySet } from "./activate-policy-set.js";
 import { evaluate } from "./evaluate.js";
 import type { PolicyDeps } from "./policy-deps.js";
-import { createPolicySetVersion, getActivePolicySet, listPolicySetVersions, validatePolicySet } from "./policy-set-versions.js";
+import { createPolicySetVersion, getActivePolicySet, getPolicySetVersion, listPolicySetVersions, validatePolicySet } from "./policy-set-versions.js";
 import { simulatePolicySet } from "./simulate-policy-set.js";
 
 /** `caracal.policy.v1.PolicyService`. */
@@ -15,6 +15,7 @@ export function createPolicyService(deps: PolicyDeps): ServiceImpl<typeof Policy
     simulatePolicySet: (request, ctx) => simulatePolicySet(deps, request, ctx.signal),
     activatePolicySet: (request, ctx) => activatePolicySet(deps, request, ctx),
     getActivePolicySet: (request) => getActivePolicySet(deps, request),
+    getPolicySetVersion: (request) => getPolicySetVersion(deps, request),
     listPolicySetVersions: (request) => listPolicySetVersions(deps, request),
   };
 }

@@ -7,12 +7,14 @@ import type {
   CreatePolicySetVersionResponseSchema,
   GetActivePolicySetRequest,
   GetActivePolicySetResponseSchema,
+  GetPolicySetVersionRequest,
+  GetPolicySetVersionResponseSchema,
   ListPolicySetVersionsRequest,
   ListPolicySetVersionsResponseSchema,
   ValidatePolicySetRequest,
   ValidatePolicySetResponseSchema,
 } from "../../gen/caracal/policy/v1/policy_service_pb.js";
-import { requireZone } from "../directory/require-zone.js";
+import { notFound, requireZone } from "../directory/require-zone.js";
 import { boundedText, invalidArgument, pageSize, pageToken } from "../validation.js";
 import { operatorOf, policyChanged, type PolicyDeps } from "./policy-deps.js";
 import { problemMessage, requireValid, sourceFromProto } from "./policy-messages.js";
@@ -85,6 +87,20 @@ export async function listPolicySetVersions(
     nextPageToken: rows.length > limit ? pageToken.encode(String(page.at(-1)!.version)) : "",
     activeVersion: BigInt(active?.version ?? 0),
   };
+}
+
+/** `GetPolicySetVersion`: one stored version with its source; NOT_FOUND when the zone has none by that number. */
+export async function getPolicySetVersion(
+  deps: PolicyDeps,
+  request: GetPolicySetVersionRequest,
+): Promise<MessageInitShape<typeof GetPolicySetVersionResponseSchema>> {
+  const zone = await requireZone(deps.store, request.zone);
+  const version = Number(request.version);
+  if (version <= 0) throw invalidArgument("version", "must be a stored version (1 or more)");
+  const record = await findPolicySetVersion(deps.store, zone.id, version);
+  if (!record) throw notFound(`policy set version ${version} of zone ${zone.slug}`);
+  const active = await findActivation(deps.store, zone.id);
+  return { version: versionMessage(zone.slug, record), active: active?.version === version };
 }
 
 /** `GetActivePolicySet`: the active version with its source, who activated it and why; empty when none is. */

@@ -28,7 +28,8 @@ export class VersionConflictError extends Error {
     readonly expected: number,
     readonly actual: number,
   ) {
-    super(`the active version is ${actual}, not ${expected}`);
+    const name = (v: number) => (v === 0 ? "no version" : `version ${v}`);
+    super(`${name(actual)} is active, not ${name(expected)}`);
     this.name = "VersionConflictError";
   }
 }

@@ -170,7 +170,7 @@ describe.each(HARNESS_KINDS)("caracal policy against a running server on %s", (k
     expect(run.stdout).toBe("");
     expect(lines(run.stderr)).toEqual([
       `switching zone ${zone} from none to version 2`,
-      "caracal: aborted REASON_VERSION_CONFLICT: version 1 is active, not no version; read the active version and try again",
+      "caracal: aborted REASON_VERSION_CONFLICT: the active version is 1, not none; read the active version and try again",
     ]);
   });
 

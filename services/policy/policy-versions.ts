@@ -28,8 +28,7 @@ export class VersionConflictError extends Error {
     readonly expected: number,
     readonly actual: number,
   ) {
-    const name = (v: number) => (v === 0 ? "no version" : `version ${v}`);
-    super(`${name(actual)} is active, not ${name(expected)}`);
+    super(`the active version is ${actual || "none"}, not ${expected || "none"}`);
     this.name = "VersionConflictError";
   }
 }

@@ -68,3 +68,62 @@ describe("policy slicing", () => {
     expectSameAnswers(source, requests);
   });
 });
+
+describe("the answer cache", () => {
+  it("never answers a request with another's entry: cached answers equal fresh ones across 2,000 interleaved requests", () => {
+    const cached = new CedarEngine({ cacheSize: 64 }).compile(realisticPolicySource);
+    const fresh = new CedarEngine({ cacheSize: 0 }).compile(realisticPolicySource);
+    const distinct = drawRequests(500, 7);
+    // Each request comes back several times, far apart and close together, while a small cache evicts.
+    const stream = [...distinct, ...distinct.slice(0, 250), ...distinct.toReversed(), ...distinct.slice(100, 600), ...distinct.slice(0, 250)];
+    let repeats = 0;
+    const seen = new Set<AuthorizationRequestInput>();
+    for (const request of stream) {
+      if (seen.has(request)) repeats++;
+      seen.add(request);
+      expect(cached.evaluate(request), JSON.stringify(request)).toEqual(fresh.evaluate(request));
+    }
+    expect(repeats).toBeGreaterThan(1_000);
+  });
+
+  it("keeps requests that differ only in a label, session age, delegation or approval apart", () => {
+    const source: PolicySourceInput = {
+      documents: [
+        {
+          name: "guards.cedar",
+          text: [
+            '@id("billing") permit(principal, action == Action::"read", resource) when { principal.labels has team && principal.labels.team == "billing" };',
+            '@id("old-session") forbid(principal, action, resource) when { context.session.age_seconds > 3600 };',
+            '@id("deep") forbid(principal, action, resource) when { context.delegation.hops > 1 };',
+            '@id("approved-write") @step_up("approval") permit(principal, action == Action::"write", resource);',
+          ].join("\n"),
+        },
+      ],
+    };
+    const set = new CedarEngine().compile(source);
+    const base: AuthorizationRequestInput = {
+      clientId: "agent",
+      applicationLabels: { team: "billing" },
+      resource: "ledger",
+      scope: "read",
+      session: { sessionId: "s", ageSeconds: 60, labels: {} },
+      delegationChain: [],
+      timeMs: 1_767_225_600_000,
+      approvalState: "unspecified",
+      approvalKind: "",
+    };
+    const variants: [AuthorizationRequestInput, string][] = [
+      [base, "allow"],
+      [{ ...base, applicationLabels: { team: "sales" } }, "deny"],
+      [{ ...base, session: { ...base.session, ageSeconds: 7_200 } }, "deny"],
+      [{ ...base, delegationChain: ["a", "b"] }, "deny"],
+      [{ ...base, scope: "write" }, "step_up_required"],
+      [{ ...base, scope: "write", approvalState: "approved", approvalKind: "approval" }, "allow"],
+      [{ ...base, scope: "write", approvalState: "approved", approvalKind: "other" }, "step_up_required"],
+    ];
+    // Twice over, so the second round is answered from the cache.
+    for (let round = 0; round < 2; round++) {
+      for (const [request, decision] of variants) expect(set.evaluate(request).decision, JSON.stringify(request)).toBe(decision);
+    }
+  });
+});

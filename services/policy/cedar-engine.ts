@@ -6,7 +6,7 @@ import {
   preparsePolicySet,
   statefulIsAuthorized,
   validate as cedarValidate,
-  type AuthorizationAnswer,
+  type StatefulAuthorizationCall,
   type Context,
   type DetailedError,
   type Schema,
@@ -91,15 +91,19 @@ interface Analysis {
  */
 export class CedarEngine implements PolicyEngine {
   readonly #slicing: boolean;
+  readonly #cacheSize: number;
 
   /**
    * @param options.slicing - evaluate each request against only the policies
    *   that could apply, with only what they read (default). `false` hands Cedar
    *   every policy and the whole request: slower, and there to check that
    *   slicing never changes an answer.
+   * @param options.cacheSize - Cedar answers each compiled set keeps, keyed
+   *   by the exact input Cedar is given; default 10,000, 0 turns it off.
    */
-  constructor(options: { slicing?: boolean } = {}) {
+  constructor(options: { slicing?: boolean; cacheSize?: number } = {}) {
     this.#slicing = options.slicing ?? true;
+    this.#cacheSize = options.cacheSize ?? 10_000;
   }
 
   validate(source: PolicySourceInput): PolicyProblemInfo[] {
@@ -113,7 +117,7 @@ export class CedarEngine implements PolicyEngine {
     // uses slices of it (see CedarPolicySet).
     const failure = preparse(policies);
     if (failure) throw new PolicyInvalidError(failure.map((message) => problem("", "", 0, 0, message, false)));
-    return new CedarPolicySet(policies, this.#slicing);
+    return new CedarPolicySet(policies, this.#slicing, this.#cacheSize);
   }
 }
 
@@ -147,9 +151,11 @@ class CedarPolicySet implements CompiledPolicySet {
   readonly #slices = new Map<string, Slice | Error>();
 
   readonly #slicing: boolean;
+  readonly #answers: AnswerCache | undefined;
 
-  constructor(policies: readonly SourcePolicy[], slicing: boolean) {
+  constructor(policies: readonly SourcePolicy[], slicing: boolean, cacheSize: number) {
     this.#slicing = slicing;
+    this.#answers = cacheSize > 0 ? new AnswerCache(cacheSize) : undefined;
     this.#policies = policies;
     this.policyIds = policies.map((p) => p.id);
     this.#byId = new Map(policies.map((policy, order) => [policy.id, { order, policy }]));
@@ -167,34 +173,28 @@ class CedarPolicySet implements CompiledPolicySet {
     if (slice instanceof Error) return denyOnError([`engine failure: ${slice.message}`]);
     // Nothing could apply: the default deny, without a trip into the engine.
     if (slice.size === 0) return outcome("deny", [], [DEFAULT_DENY]);
-    let answer: AuthorizationAnswer;
-    try {
-      answer = statefulIsAuthorized({
-        principal: { type: "Application", id: request.clientId },
-        action: { type: "Action", id: request.scope },
-        resource: { type: "Resource", id: request.resource },
-        context: project(contextOf(request), slice.context),
-        entities: [
-          ...(readsNothing(slice.principal)
-            ? []
-            : [{ uid: { type: "Application", id: request.clientId }, attrs: project({ labels: { ...request.applicationLabels } }, slice.principal), parents: [] }]),
-          ...(readsNothing(slice.resource) ? [] : [{ uid: { type: "Resource", id: request.resource }, attrs: {}, parents: [] }]),
-        ],
-        preparsedPolicySetId: slice.setId,
-      });
-    } catch (err) {
-      return denyOnError([`engine failure: ${messageOf(err)}`]);
-    }
-    if (answer.type === "failure") return denyOnError(answer.errors.map((e) => `engine failure: ${e.message}`));
+    const call: StatefulAuthorizationCall = {
+      principal: { type: "Application", id: request.clientId },
+      action: { type: "Action", id: request.scope },
+      resource: { type: "Resource", id: request.resource },
+      context: project(contextOf(request), slice.context),
+      entities: [
+        ...(readsNothing(slice.principal)
+          ? []
+          : [{ uid: { type: "Application", id: request.clientId }, attrs: project({ labels: { ...request.applicationLabels } }, slice.principal), parents: [] }]),
+        ...(readsNothing(slice.resource) ? [] : [{ uid: { type: "Resource", id: request.resource }, attrs: {}, parents: [] }]),
+      ],
+      preparsedPolicySetId: slice.setId,
+    };
+    const answer = this.#answers ? this.#answers.get(call) : askCedar(call);
+    if (answer instanceof Error) return denyOnError([answer.message]);
 
-    const { decision, diagnostics } = answer.response;
     // A policy that errors is skipped by Cedar, so an erroring forbid would
     // silently let the request through; any error therefore denies.
-    if (diagnostics.errors.length > 0) {
-      return denyOnError(diagnostics.errors.map((e) => `policy ${e.policyId}: ${e.error.message}`));
-    }
+    if (answer.errors.length > 0) return denyOnError([...answer.errors]);
+    const { decision } = answer;
     const satisfied: SourcePolicy[] = [];
-    for (const id of diagnostics.reason) {
+    for (const id of answer.reason) {
       const known = this.#byId.get(id);
       if (!known) return denyOnError([`engine reported unknown policy ${id}`]);
       satisfied.push(known.policy);
@@ -256,6 +256,58 @@ class CedarPolicySet implements CompiledPolicySet {
 }
 
 const DEFAULT_DENY = "no policy permits this request (default deny)";
+
+/** What Cedar answered for one input: the decision, the satisfied policies, and evaluation errors. */
+interface CedarAnswer {
+  readonly decision: "allow" | "deny";
+  readonly reason: readonly string[];
+  readonly errors: readonly string[];
+}
+
+/** Asks Cedar; an `Error` when the engine itself failed (never cached). */
+function askCedar(call: StatefulAuthorizationCall): CedarAnswer | Error {
+  try {
+    const answer = statefulIsAuthorized(call);
+    if (answer.type === "failure") return new Error(answer.errors.map((e) => `engine failure: ${e.message}`).join("; "));
+    const { decision, diagnostics } = answer.response;
+    return { decision, reason: diagnostics.reason, errors: diagnostics.errors.map((e) => `policy ${e.policyId}: ${e.error.message}`) };
+  } catch (err) {
+    return new Error(`engine failure: ${messageOf(err)}`);
+  }
+}
+
+/**
+ * Cedar's answers by the complete input Cedar is given: the preparsed set
+ * (named after its content) and every entity and context value, serialised.
+ * Cedar is deterministic, so two requests can share an entry only when Cedar
+ * would see exactly the same thing; anything a policy can read is in the key,
+ * and what no policy reads was never handed over. Post-processing that looks
+ * at the request itself (step-up approvals) runs after the cache, per request.
+ * Least recently used entries go first.
+ */
+class AnswerCache {
+  readonly #entries = new Map<string, CedarAnswer>();
+  readonly #max: number;
+
+  constructor(max: number) {
+    this.#max = max;
+  }
+
+  get(call: StatefulAuthorizationCall): CedarAnswer | Error {
+    const key = JSON.stringify(call);
+    const known = this.#entries.get(key);
+    if (known) {
+      this.#entries.delete(key);
+      this.#entries.set(key, known);
+      return known;
+    }
+    const answer = askCedar(call);
+    if (answer instanceof Error) return answer;
+    this.#entries.set(key, answer);
+    if (this.#entries.size > this.#max) this.#entries.delete(this.#entries.keys().next().value!);
+    return answer;
+  }
+}
 
 function makeSlice(policies: readonly SourcePolicy[], options: { readsAll?: boolean } = {}): Slice | Error {
   const failure = policies.length > 0 ? preparse(policies) : undefined;

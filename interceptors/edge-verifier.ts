@@ -117,7 +117,7 @@ export class EdgeVerifier {
       if (verified.token !== undefined) this.#cache?.set(verified.token, claims);
     } catch (error) {
       if (!(error instanceof MandateError)) throw error;
-      this.#record(call, decisionId, claims, requirement, AuditDecision.DENY, error.reason);
+      this.#record(call, decisionId, claims ?? error.verifiedClaims, requirement, AuditDecision.DENY, error.reason, error.metadata);
       throw error.withDecision(decisionId);
     }
     if (!this.#record(call, decisionId, claims, requirement, AuditDecision.ALLOW, Reason.UNSPECIFIED) && this.#options.requireAudit !== false) {
@@ -177,6 +177,7 @@ export class EdgeVerifier {
     requirement: MethodRequirement | undefined,
     decision: AuditDecision,
     reason: Reason,
+    facts: Readonly<Record<string, string>> = {},
   ): boolean {
     const sink = this.#options.audit;
     // A refusal before verification is filed under the zone the token claims,
@@ -197,6 +198,7 @@ export class EdgeVerifier {
       edgeMethod: call.method.name,
       resources: requirement && !requirement.public ? [requirement.resource] : [],
       scopes: requirement && !requirement.public ? [...requirement.scopes] : [],
+      attributes: { ...facts },
       ...(claims
         ? {
             clientId: claims.client_id,

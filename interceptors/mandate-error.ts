@@ -1,5 +1,6 @@
 import { Code } from "@connectrpc/connect";
 import { Reason } from "../gen/caracal/errors/v1/error_detail_pb.js";
+import type { MandateClaims } from "./mandate-claims.js";
 
 /**
  * Why a mandate was refused. The reason is stable and goes on the wire; the
@@ -13,22 +14,33 @@ export class MandateError extends Error {
   readonly metadata: Readonly<Record<string, string>>;
   /** The audit decision id, once the refusal was recorded. */
   readonly decisionId: string | undefined;
+  /**
+   * The mandate's claims when its signature verified and it was refused for
+   * its authority (audience, scope, zone, use): who was refused, for the record.
+   */
+  readonly verifiedClaims: MandateClaims | undefined;
 
   constructor(
     reason: Reason,
     message: string,
     metadata: Record<string, string> = {},
-    options?: ErrorOptions & { decisionId?: string },
+    options?: ErrorOptions & { decisionId?: string; verifiedClaims?: MandateClaims },
   ) {
     super(message, options);
     this.reason = reason;
     this.metadata = metadata;
     this.decisionId = options?.decisionId;
+    this.verifiedClaims = options?.verifiedClaims;
   }
 
   /** The same refusal, carrying the decision id it was recorded under. */
   withDecision(decisionId: string): MandateError {
-    return new MandateError(this.reason, this.message, { ...this.metadata }, { cause: this.cause, decisionId });
+    return new MandateError(this.reason, this.message, { ...this.metadata }, { cause: this.cause, decisionId, verifiedClaims: this.verifiedClaims });
+  }
+
+  /** The same refusal of a mandate whose signature verified, with its claims. */
+  withClaims(verifiedClaims: MandateClaims): MandateError {
+    return new MandateError(this.reason, this.message, { ...this.metadata }, { cause: this.cause, decisionId: this.decisionId, verifiedClaims });
   }
 
   /** The gRPC status code this refusal is answered with. */

@@ -139,7 +139,11 @@ export async function verifyMandate(token: string, options: VerifyMandateOptions
     throw new MandateError(Reason.MANDATE_MALFORMED, `mandate lifetime exceeds ${maxLifetime} s`);
   }
 
-  checkAuthority(claims, options);
+  try {
+    checkAuthority(claims, options);
+  } catch (error) {
+    throw error instanceof MandateError ? error.withClaims(claims) : error;
+  }
   return claims;
 }
 

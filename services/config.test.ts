@@ -27,6 +27,7 @@ describe("loadConfig", () => {
         CARACAL_LISTEN: "0.0.0.0:9000",
         CARACAL_DATABASE_URL: "postgres://caracal@db:5432/caracal",
         CARACAL_KEK: Buffer.alloc(32, 7).toString("base64"),
+        CARACAL_AUDIT_KEY: Buffer.alloc(32, 9).toString("base64"),
         CARACAL_NATS_URL: "nats://a:4222,nats://b:4222",
         CARACAL_DATA_DIR: "/var/lib/caracal",
         CARACAL_LOG_LEVEL: "debug",
@@ -40,6 +41,7 @@ describe("loadConfig", () => {
     expect(config.logLevel).toBe("debug");
     expect(config.services).toEqual(["sts", "policy"]);
     expect(config.kek).toBeDefined();
+    expect(config.auditKey).toEqual(Buffer.alloc(32, 9));
   });
 
   it.each([
@@ -50,6 +52,8 @@ describe("loadConfig", () => {
     [{ CARACAL_DATABASE_URL: "mysql://db/x" }, {}, "CARACAL_DATABASE_URL", "expected a postgres: or postgresql: URL"],
     [{ CARACAL_DATABASE_URL: "postgres://db/x" }, {}, "CARACAL_KEK", "required with CARACAL_DATABASE_URL"],
     [{ CARACAL_KEK: "c2hvcnQ=" }, {}, "CARACAL_KEK", "expected 32 bytes in base64"],
+    [{ CARACAL_DATABASE_URL: "postgres://db/x", CARACAL_KEK: Buffer.alloc(32).toString("base64") }, {}, "CARACAL_AUDIT_KEY", "required with CARACAL_DATABASE_URL"],
+    [{ CARACAL_AUDIT_KEY: "c2hvcnQ=" }, {}, "CARACAL_AUDIT_KEY", "expected 32 bytes in base64"],
     [{ CARACAL_KEK: `${Buffer.alloc(32).toString("base64")}!!` }, {}, "CARACAL_KEK", "expected 32 bytes in base64"],
     [{ CARACAL_DATABASE_URL: "not a url" }, {}, "CARACAL_DATABASE_URL", "not a URL"],
     [{ CARACAL_NATS_URL: "nats://ok:4222,http://bad" }, {}, "CARACAL_NATS_URL", "expected a nats: or tls: URL"],

@@ -1,5 +1,5 @@
 import { isIP } from "node:net";
-import { parseKeyEncryptionKey, type KeyEncryptionKey } from "./keys/key-encryption-key.js";
+import { parseKeyBytes, parseKeyEncryptionKey, type KeyEncryptionKey } from "./keys/key-encryption-key.js";
 
 /** The services `caracal serve` can run; `--only` picks a subset. */
 export const SERVICE_NAMES = ["sts", "policy", "audit", "revocation", "admin"] as const;
@@ -25,6 +25,12 @@ export interface Config {
    * which keeps one in `<dataDir>/kek`; required with Postgres.
    */
   readonly kek: KeyEncryptionKey | undefined;
+  /**
+   * The audit key from `CARACAL_AUDIT_KEY`: the ledger's row HMACs are made
+   * with it. Unset on the embedded default, which keeps one in
+   * `<dataDir>/audit-key`; required with Postgres.
+   */
+  readonly auditKey: Buffer | undefined;
   /** Minimum level logged. */
   readonly logLevel: (typeof LOG_LEVELS)[number];
   /** The services to run. */
@@ -69,6 +75,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, flags: ConfigFlags = {}): Con
     listen: parseListen(flags.listen ?? env.CARACAL_LISTEN ?? "127.0.0.1:7070", flags.listen ? "--listen" : "CARACAL_LISTEN"),
     databaseUrl,
     kek: parseKek(env.CARACAL_KEK, databaseUrl !== undefined),
+    auditKey: parseAuditKey(env.CARACAL_AUDIT_KEY, databaseUrl !== undefined),
     natsUrl: parseNatsUrls(env.CARACAL_NATS_URL),
     dataDir: nonEmpty(flags.dataDir ?? env.CARACAL_DATA_DIR ?? ".caracal", flags.dataDir ? "--data-dir" : "CARACAL_DATA_DIR"),
     logLevel: parseLogLevel(flags.logLevel ?? env.CARACAL_LOG_LEVEL ?? "info", flags.logLevel ? "--log-level" : "CARACAL_LOG_LEVEL"),
@@ -130,6 +137,17 @@ function parseKek(value: string | undefined, required: boolean): KeyEncryptionKe
   const kek = parseKeyEncryptionKey(value);
   if (!kek) throw new ConfigError("CARACAL_KEK", "expected 32 bytes in base64 (openssl rand -base64 32)");
   return kek;
+}
+
+function parseAuditKey(value: string | undefined, required: boolean): Buffer | undefined {
+  if (value === undefined || value === "") {
+    // Every ledger replica must extend the chain with the same key.
+    if (required) throw new ConfigError("CARACAL_AUDIT_KEY", "required with CARACAL_DATABASE_URL: 32 random bytes in base64 (openssl rand -base64 32)");
+    return undefined;
+  }
+  const key = parseKeyBytes(value);
+  if (!key) throw new ConfigError("CARACAL_AUDIT_KEY", "expected 32 bytes in base64 (openssl rand -base64 32)");
+  return key;
 }
 
 function nonEmpty(value: string, setting: string): string {

@@ -4,7 +4,7 @@ import { openBus } from "./bus/open-bus.js";
 import type { Config } from "./config.js";
 import { startCaracalServer, type CaracalServer } from "./server/caracal-server.js";
 import { bootstrap } from "./bootstrap.js";
-import { loadOrCreateKeyFile } from "./keys/key-encryption-key.js";
+import { loadOrCreateKeyBytes, loadOrCreateKeyFile } from "./keys/key-encryption-key.js";
 import { openStore } from "./store/open-store.js";
 import type { Store } from "./store/store.js";
 
@@ -43,7 +43,8 @@ export async function serve(config: Config, log: Logger): Promise<RunningCaracal
   let server: CaracalServer | undefined;
   try {
     const kek = config.kek ?? (await loadOrCreateKeyFile(config.dataDir));
-    server = await startCaracalServer({ config, store, bus, kek, log });
+    const auditKey = config.auditKey ?? (await loadOrCreateKeyBytes(config.dataDir, "audit-key"));
+    server = await startCaracalServer({ config, store, bus, kek, auditKey, log });
     const target = `http://${formatHost(server.address.host)}:${server.address.port}`;
     await bootstrap(store, kek, { dataDir: config.dataDir, target, now: Date.now, log });
     // Announced only now, so a CLI started on this line finds the admin profile.

@@ -4,7 +4,7 @@
  * caller may rely on whichever bus is configured belongs here.
  */
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import type { Bus, BusFailure, BusMessage, Subscription } from "./bus.js";
+import type { BatchOptions, Bus, BusFailure, BusMessage, Subscription } from "./bus.js";
 
 /** A bus opened for one test. */
 export interface BusUnderTest {
@@ -65,8 +65,22 @@ export class Inbox {
   }
 }
 
+/** Records the batches a `consumeBatch` handler gets, and feeds their messages to an {@link Inbox}. */
+export class BatchInbox extends Inbox {
+  /** Message ids of each batch, in arrival order. */
+  readonly batches: string[][] = [];
+
+  /** The batch handler to subscribe with. */
+  readonly batchHandler = async (messages: readonly BusMessage[]): Promise<void> => {
+    this.batches.push(messages.map((m) => m.msgId));
+    for (const m of messages) this.handler(m);
+  };
+}
+
 const bytes = (s: string) => new TextEncoder().encode(s);
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
+/** Sorted copy, for comparing what arrived when redeliveries may change the order. */
+const sorted = (ids: readonly string[]) => [...ids].sort();
 
 /**
  * Registers the bus contract suite for one implementation.
@@ -319,6 +333,233 @@ export function describeBusContract(name: string, open: () => Promise<BusUnderTe
       expect(inbox.ids()).toEqual(["a1", "a2"]);
     });
 
+    it("hands a batch consumer what is waiting in batches of at most maxMessages, in order, one batch at a time", async () => {
+      for (let i = 1; i <= 6; i++) await t.bus.publish("audit", "alpha", bytes(String(i)), `e${i}`);
+      const inbox = new BatchInbox();
+      let running = 0;
+      let overlapped = false;
+      track(
+        await t.bus.consumeBatch(
+          "audit",
+          "ledger",
+          async (messages) => {
+            overlapped ||= running > 0;
+            running++;
+            await new Promise((resolve) => setTimeout(resolve, 10));
+            running--;
+            await inbox.batchHandler(messages);
+          },
+          // Full batches go at once: waiting this long for either would time the test out.
+          { maxMessages: 3, maxWaitMs: 10_000 },
+        ),
+      );
+      await inbox.until((r) => r.length >= 6, "e1…e6");
+      expect(inbox.batches).toEqual([
+        ["e1", "e2", "e3"],
+        ["e4", "e5", "e6"],
+      ]);
+      expect(overlapped).toBe(false);
+      expect(inbox.received[3]).toMatchObject({ topic: "audit", zone: "alpha", msgId: "e4" });
+      expect(text(inbox.received[3]!.data)).toBe("4");
+    });
+
+    it("hands over a smaller batch once maxWaitMs has passed with fewer messages waiting", async () => {
+      for (const id of ["e1", "e2"]) await t.bus.publish("audit", "alpha", bytes(id), id);
+      const inbox = new BatchInbox();
+      track(await t.bus.consumeBatch("audit", "ledger", inbox.batchHandler, { maxMessages: 100, maxWaitMs: 500 }));
+      await inbox.until((r) => r.length >= 2, "e1 and e2");
+      expect(inbox.batches).toEqual([["e1", "e2"]]);
+      await t.bus.publish("audit", "beta", bytes("e3"), "e3");
+      await inbox.untilId("e3");
+      expect(inbox.batches).toEqual([["e1", "e2"], ["e3"]]);
+    });
+
+    it("acknowledges a batch once its handler resolved, so a restarted batch consumer does not get it again", async () => {
+      for (let i = 1; i <= 4; i++) await t.bus.publish("audit", "alpha", bytes(String(i)), `e${i}`);
+      const before = new BatchInbox();
+      const sub = await t.bus.consumeBatch("audit", "ledger", before.batchHandler, { maxMessages: 10 });
+      await before.until((r) => r.length >= 4, "e1…e4");
+      await sub.stop();
+
+      const bus = await t.reopen();
+      const after = new BatchInbox();
+      track(await bus.consumeBatch("audit", "ledger", after.batchHandler, { maxMessages: 10 }));
+      await bus.publish("audit", "alpha", bytes("5"), "e5");
+      await after.untilId("e5");
+      expect(before.ids()).toEqual(["e1", "e2", "e3", "e4"]);
+      expect(after.ids()).toEqual(["e5"]);
+    });
+
+    it("shares durable names and their positions between consume and consumeBatch", async () => {
+      const single = new Inbox();
+      const first = await t.bus.consume("audit", "ledger", single.handler);
+      for (const id of ["e1", "e2"]) await t.bus.publish("audit", "alpha", bytes(id), id);
+      await single.untilId("e2");
+      await first.stop();
+      for (const id of ["e3", "e4"]) await t.bus.publish("audit", "alpha", bytes(id), id);
+
+      const batched = new BatchInbox();
+      const second = await t.bus.consumeBatch("audit", "ledger", batched.batchHandler, { maxMessages: 10 });
+      await batched.until((r) => r.length >= 2, "e3 and e4");
+      await second.stop();
+      await t.bus.publish("audit", "alpha", bytes("e5"), "e5");
+
+      const again = new Inbox();
+      track(await t.bus.consume("audit", "ledger", again.handler));
+      await again.untilId("e5");
+      expect(single.ids()).toEqual(["e1", "e2"]);
+      expect(batched.ids()).toEqual(["e3", "e4"]);
+      expect(again.ids()).toEqual(["e5"]);
+    });
+
+    it("redelivers every message of a batch whose handler threw, and loses none", async () => {
+      for (let i = 1; i <= 3; i++) await t.bus.publish("audit", "alpha", bytes(String(i)), `e${i}`);
+      const attempts = new BatchInbox();
+      const done = new Inbox();
+      track(
+        await t.bus.consumeBatch(
+          "audit",
+          "ledger",
+          async (messages) => {
+            await attempts.batchHandler(messages);
+            if (attempts.batches.length === 1) throw new Error("database away");
+            for (const m of messages) done.handler(m);
+          },
+          { maxMessages: 10, maxWaitMs: 200 },
+        ),
+      );
+      await attempts.until((r) => r.length >= 3, "the first batch");
+      await t.bus.publish("audit", "alpha", bytes("4"), "e4");
+      await done.until((r) => r.length >= 4, "e1…e4 handled");
+      expect(attempts.batches[0]).toEqual(["e1", "e2", "e3"]);
+      // Every message of the failed batch came again, and each was handled once.
+      expect(sorted(done.ids())).toEqual(["e1", "e2", "e3", "e4"]);
+      const firstSeq = attempts.received[0]!.seq;
+      for (const m of done.received.filter((m) => m.msgId !== "e4")) {
+        const original = attempts.received.find((a) => a.msgId === m.msgId)!;
+        expect(m.seq).toBe(original.seq);
+        expect(text(m.data)).toBe(text(original.data));
+      }
+      if (t.failures) {
+        expect(t.failures).toContainEqual(
+          expect.objectContaining({ kind: "handler", topic: "audit", durable: "ledger", seq: firstSeq }),
+        );
+      }
+    });
+
+    it("waits for a running batch when stopped, and acknowledges it", async () => {
+      let release!: () => void;
+      const released = new Promise<void>((resolve) => (release = resolve));
+      for (const id of ["e1", "e2"]) await t.bus.publish("audit", "alpha", bytes(id), id);
+      const started = new BatchInbox();
+      const sub = await t.bus.consumeBatch(
+        "audit",
+        "ledger",
+        async (messages) => {
+          await started.batchHandler(messages);
+          await released;
+        },
+        { maxMessages: 2 },
+      );
+      await started.until((r) => r.length >= 2, "the batch");
+      let stopped = false;
+      const stopping = sub.stop().then(() => (stopped = true));
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      // The handler is still running, so stop cannot have resolved.
+      expect(stopped).toBe(false);
+      release();
+      await stopping;
+
+      const bus = await t.reopen();
+      const after = new BatchInbox();
+      track(await bus.consumeBatch("audit", "ledger", after.batchHandler));
+      await bus.publish("audit", "alpha", bytes("3"), "e3");
+      await after.untilId("e3");
+      expect(started.batches).toEqual([["e1", "e2"]]);
+      expect(after.ids()).toEqual(["e3"]);
+    });
+
+    it("hands the backlog a stopped batch consumer had not handled to the next start at once", async () => {
+      const all = Array.from({ length: 10 }, (_, i) => `e${i + 1}`);
+      for (const id of all) await t.bus.publish("audit", "alpha", bytes(id), id);
+      let release!: () => void;
+      const released = new Promise<void>((resolve) => (release = resolve));
+      const before = new BatchInbox();
+      const sub = await t.bus.consumeBatch(
+        "audit",
+        "ledger",
+        async (messages) => {
+          await before.batchHandler(messages);
+          await released;
+        },
+        { maxMessages: 3 },
+      );
+      await before.untilId("e3");
+      const stopping = sub.stop();
+      release();
+      await stopping;
+      expect(before.batches).toEqual([["e1", "e2", "e3"]]);
+
+      const bus = await t.reopen();
+      const after = new BatchInbox();
+      track(await bus.consumeBatch("audit", "ledger", after.batchHandler, { maxMessages: 100 }));
+      // Well inside JetStream's 30 s ack wait: messages pulled ahead must not wait for it.
+      await after.until((r) => r.length >= 7, "e4…e10", 5_000);
+      expect(sorted(after.ids())).toEqual(sorted(all.slice(3)));
+    });
+
+    it("gives back a batch still filling when stopped, without handing it over or waiting for it to fill", async () => {
+      await t.bus.publish("audit", "alpha", bytes("1"), "e1");
+      const before = new BatchInbox();
+      const sub = await t.bus.consumeBatch("audit", "ledger", before.batchHandler, { maxMessages: 10_000, maxWaitMs: 10_000 });
+      // Not asserted: only gives the message time to arrive, so it is likely taken while the batch fills.
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      await sub.stop();
+      expect(before.batches).toEqual([]);
+
+      const bus = await t.reopen();
+      const after = new BatchInbox();
+      track(await bus.consumeBatch("audit", "ledger", after.batchHandler, { maxWaitMs: 1 }));
+      await after.untilId("e1", 5_000);
+      expect(after.ids()).toEqual(["e1"]);
+    });
+
+    it("delivers only the requested zone to a batch consumer with a zone filter", async () => {
+      const inbox = new BatchInbox();
+      track(await t.bus.consumeBatch("audit", "alpha-only", inbox.batchHandler, { zone: "alpha", maxMessages: 10 }));
+      await t.bus.publish("audit", "beta", bytes("b"), "b1");
+      await t.bus.publish("audit", "alpha", bytes("a"), "a1");
+      await t.bus.publish("audit", "beta", bytes("b"), "b2");
+      await t.bus.publish("audit", "alpha", bytes("a"), "a2");
+      await inbox.untilId("a2");
+      expect(inbox.ids()).toEqual(["a1", "a2"]);
+      expect(inbox.received.every((m) => m.zone === "alpha")).toBe(true);
+    });
+
+    it.each([
+      ["maxMessages 0", { maxMessages: 0 }],
+      ["a negative maxMessages", { maxMessages: -5 }],
+      ["a fractional maxMessages", { maxMessages: 2.5 }],
+      ["a maxMessages above 10,000", { maxMessages: 10_001 }],
+      ["a NaN maxMessages", { maxMessages: Number.NaN }],
+      ["a maxMessages that is a string", { maxMessages: "5" }],
+      ["maxWaitMs 0", { maxWaitMs: 0 }],
+      ["a fractional maxWaitMs", { maxWaitMs: 0.5 }],
+      ["a maxWaitMs above 10 s", { maxWaitMs: 10_001 }],
+      ["an infinite maxWaitMs", { maxWaitMs: Number.POSITIVE_INFINITY }],
+      ["a wildcard zone", { zone: "*" }],
+    ])("rejects a batch consumer with %s with a TypeError", async (_label, options) => {
+      const noop = async () => {};
+      await expect(t.bus.consumeBatch("audit", "ledger", noop, options as BatchOptions)).rejects.toThrow(TypeError);
+    });
+
+    it("rejects a batch consumer with a malformed topic or durable name with a TypeError", async () => {
+      const noop = async () => {};
+      await expect(t.bus.consumeBatch("other" as "audit", "ledger", noop)).rejects.toThrow(TypeError);
+      await expect(t.bus.consumeBatch("audit", "led.ger", noop)).rejects.toThrow(TypeError);
+      await expect(t.bus.consumeBatch("audit", "", noop)).rejects.toThrow(TypeError);
+    });
+
     it.each([
       ["an empty zone", ""],
       ["an upper-case zone", "Alpha"],
@@ -352,10 +593,12 @@ export function describeBusContract(name: string, open: () => Promise<BusUnderTe
     it("closes idempotently, stopping subscriptions, and rejects use afterwards", async () => {
       track(await t.bus.follow("revocations", () => {}));
       track(await t.bus.consume("audit", "ledger", () => {}));
+      track(await t.bus.consumeBatch("audit", "ledger-batch", async () => {}));
       await t.bus.close();
       await t.bus.close();
       await expect(t.bus.publish("audit", "alpha", bytes("x"), "m1")).rejects.toThrow();
       await expect(t.bus.follow("audit", () => {})).rejects.toThrow();
+      await expect(t.bus.consumeBatch("audit", "ledger", async () => {})).rejects.toThrow();
     });
   });
 }

@@ -56,15 +56,26 @@ export interface SubscribeOptions {
   readonly zone?: string;
 }
 
+/** Handles a batch of messages from a durable consumer (see `Bus.consumeBatch`). */
+export type BusBatchHandler = (messages: readonly BusMessage[]) => Promise<void>;
+
+/** Options of `Bus.consumeBatch`. */
+export interface BatchOptions extends SubscribeOptions {
+  /** The most messages handed over at once; default 500, at most 10,000. */
+  readonly maxMessages?: number;
+  /** Once a message is waiting, how long to wait for more before handing over a smaller batch; default 20 ms, at most 10 s. */
+  readonly maxWaitMs?: number;
+}
+
 /** What went wrong where nobody awaits a promise: inside a subscription. */
 export interface BusFailure {
   /** `handler`: the handler threw; `subscription`: delivery broke and is being re-established. */
   readonly kind: "handler" | "subscription";
   /** The subscription's topic. */
   readonly topic: Topic;
-  /** The durable name for `consume`; unset for `follow`. */
+  /** The durable name for `consume` and `consumeBatch`; unset for `follow`. */
   readonly durable?: string;
-  /** The message the handler failed on, for `handler` failures. */
+  /** The message the handler failed on, for `handler` failures; for `consumeBatch`, the batch's first. */
   readonly seq?: number;
 }
 
@@ -116,6 +127,20 @@ export interface Bus {
    * const sub = await bus.consume("audit", "ledger", (m) => ledger.append(m));
    */
   consume(topic: Topic, durable: string, handler: BusHandler, options?: SubscribeOptions): Promise<Subscription>;
+  /**
+   * Like `consume`, but hands over batches: every message of a batch is
+   * acknowledged only after `handler` resolves; when it throws, every message of
+   * the batch is redelivered (after the usual growing delay). Batches of one
+   * subscription are handed over one at a time. At least once, like `consume`:
+   * handlers must be idempotent. Durable names are shared with `consume`
+   * (same names, same stream position); a message is in at most one batch at a time.
+   *
+   * Rejects with a `TypeError` when `maxMessages` or `maxWaitMs` is not a
+   * positive integer or above its limit, and like `consume` otherwise.
+   * @example
+   * const sub = await bus.consumeBatch("audit", "ledger", (ms) => ledger.appendAll(ms), { maxMessages: 500 });
+   */
+  consumeBatch(topic: Topic, durable: string, handler: BusBatchHandler, options?: BatchOptions): Promise<Subscription>;
   /**
    * The sequence of the last message the topic's stream still holds (0 when it
    * holds none, even after messages expired).
@@ -191,6 +216,46 @@ export function assertDurable(durable: unknown): asserts durable is string {
   if (typeof durable !== "string" || !durablePattern.test(durable)) {
     throw new TypeError(`durable name must match ${durablePattern.source}, got ${JSON.stringify(durable)}`);
   }
+}
+
+/**
+ * How `consumeBatch` cuts batches, once its options are checked.
+ * @internal shared by the implementations
+ */
+export interface BatchSize {
+  readonly maxMessages: number;
+  readonly maxWaitMs: number;
+}
+
+/**
+ * The largest `maxMessages` of `consumeBatch`.
+ * @internal shared by the implementations
+ */
+export const maxBatchMessages = 10_000;
+/**
+ * The longest `maxWaitMs`: messages waiting for their batch to fill are not
+ * kept alive, so this stays well inside JetStream's ack wait (30 s).
+ */
+const maxBatchWaitMs = 10_000;
+
+/**
+ * Checks the batch options of `consumeBatch` and fills in the defaults;
+ * throws a `TypeError` unless each is a positive integer within its limit.
+ * @internal shared by the implementations
+ */
+export function batchSize(options: BatchOptions): BatchSize {
+  const check = (name: string, value: unknown, fallback: number, max: number) => {
+    if (value === undefined) return fallback;
+    if (!Number.isSafeInteger(value) || (value as number) <= 0 || (value as number) > max) {
+      const got = typeof value === "number" ? value : JSON.stringify(value);
+      throw new TypeError(`${name} must be a positive integer of at most ${max}, got ${got}`);
+    }
+    return value as number;
+  };
+  return {
+    maxMessages: check("maxMessages", options.maxMessages, 500, maxBatchMessages),
+    maxWaitMs: check("maxWaitMs", options.maxWaitMs, 20, maxBatchWaitMs),
+  };
 }
 
 /**

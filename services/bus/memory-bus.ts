@@ -10,9 +10,12 @@ import {
   assertPublishable,
   assertTopic,
   assertZone,
+  batchSize,
   busDefaults,
   redeliveryDelay,
+  type BatchOptions,
   type Bus,
+  type BusBatchHandler,
   type BusErrorReporter,
   type BusFailure,
   type BusHandler,
@@ -25,7 +28,10 @@ import {
 
 /** Options of {@link createMemoryBus}. */
 export interface MemoryBusOptions {
-  /** Clock for stored times, max age and the de-duplication window; `Date.now` by default. Redelivery delays use real timers. */
+  /**
+   * Clock for stored times, max age and the de-duplication window; `Date.now`
+   * by default. Redelivery delays and batch waits use real timers.
+   */
   readonly now?: () => number;
   /** How long revocations are kept; default 25 h. */
   readonly revocationsMaxAgeMs?: number;
@@ -59,12 +65,27 @@ class Waker {
     else this.#pending = true;
   }
 
-  sleep(): Promise<void> {
+  /** Resolves at the next wake, or once `timeoutMs` has passed when given. */
+  sleep(timeoutMs?: number): Promise<void> {
     if (this.#pending) {
       this.#pending = false;
       return Promise.resolve();
     }
-    return new Promise((resolve) => (this.#resolve = resolve));
+    return new Promise((resolve) => {
+      const timer =
+        timeoutMs === undefined
+          ? undefined
+          : setTimeout(() => {
+              // Timed out: a later wake must not go to this finished sleep.
+              if (this.#resolve === wake) this.#resolve = undefined;
+              resolve();
+            }, timeoutMs).unref();
+      const wake = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+      this.#resolve = wake;
+    });
   }
 }
 
@@ -125,9 +146,11 @@ class DurableState {
 
   constructor(public zone: string | undefined) {}
 
-  /** Takes the next message to hand out, redeliveries first, and counts the delivery. */
-  take(log: TopicLog): { msg: StoredMessage; deliveryCount: number } | undefined {
+  /** Takes up to `max` messages to hand out, redeliveries first, and counts their deliveries. */
+  take(log: TopicLog, max: number): { msg: StoredMessage; deliveryCount: number }[] {
+    const taken: { msg: StoredMessage; deliveryCount: number }[] = [];
     for (const seq of [...this.due].sort((a, b) => a - b)) {
+      if (taken.length === max) return taken;
       this.due.delete(seq);
       const msg = log.get(seq);
       // Trimmed by max age while waiting for redelivery: JetStream drops it too.
@@ -137,21 +160,42 @@ class DurableState {
       }
       const deliveryCount = (this.unacked.get(seq) ?? 0) + 1;
       this.unacked.set(seq, deliveryCount);
-      return { msg, deliveryCount };
+      taken.push({ msg, deliveryCount });
     }
-    const msg = log.next(this.nextSeq, this.zone);
-    if (!msg) {
-      this.nextSeq = Math.max(this.nextSeq, log.lastSeq + 1);
-      return undefined;
+    while (taken.length < max) {
+      const msg = log.next(this.nextSeq, this.zone);
+      if (!msg) {
+        this.nextSeq = Math.max(this.nextSeq, log.lastSeq + 1);
+        break;
+      }
+      this.nextSeq = msg.seq + 1;
+      this.unacked.set(msg.seq, 1);
+      taken.push({ msg, deliveryCount: 1 });
     }
-    this.nextSeq = msg.seq + 1;
-    this.unacked.set(msg.seq, 1);
-    return { msg, deliveryCount: 1 };
+    return taken;
+  }
+
+  /** How many messages `take` would hand out now, counting no further than `max`. */
+  waiting(log: TopicLog, max: number): number {
+    let n = 0;
+    for (const seq of this.due) if (log.get(seq) && ++n === max) return n;
+    let m = log.next(this.nextSeq, this.zone);
+    // None left in our zone: the next scan can start at the end, as after `take`.
+    if (!m) this.nextSeq = Math.max(this.nextSeq, log.lastSeq + 1);
+    for (; m && n < max; m = log.next(m.seq + 1, this.zone)) n++;
+    return n;
   }
 
   wake(): void {
     for (const w of this.listeners) w.wake();
   }
+}
+
+/** What a subscription's `step` sees of its loop. */
+interface RunningSubscription {
+  /** Woken at publishes, redeliveries and `stop`. */
+  readonly waker: Waker;
+  stopped: boolean;
 }
 
 const reportToConsole: BusErrorReporter = (error, failure) => {
@@ -202,21 +246,25 @@ export function createMemoryBus(options: MemoryBusOptions = {}): Bus {
   });
 
   /**
-   * Runs one subscription: `step` hands over at most one message and says
-   * whether it did; when it did not, the loop sleeps until woken.
+   * Runs one subscription: `step` hands over at most one message (or batch)
+   * and says whether it did; when it did not, the loop sleeps until woken.
    */
-  function run(where: Omit<BusFailure, "kind">, wakers: Set<Waker>[], step: () => Promise<boolean>): Subscription {
+  function run(
+    where: Omit<BusFailure, "kind">,
+    wakers: Set<Waker>[],
+    step: (sub: RunningSubscription) => Promise<boolean>,
+  ): Subscription {
     const waker = new Waker();
     for (const set of wakers) set.add(waker);
-    let stopped = false;
+    const sub: RunningSubscription = { waker, stopped: false };
     const loop = (async () => {
       // Never deliver inside the call that created the subscription.
       await Promise.resolve();
       let streak = 0;
-      while (!stopped) {
+      while (!sub.stopped) {
         let delivered: boolean;
         try {
-          delivered = await step();
+          delivered = await step(sub);
         } catch (error) {
           // Handlers are caught inside `step`; this is a bug of ours, and it
           // must not become an unhandled rejection or a hot loop.
@@ -225,7 +273,8 @@ export function createMemoryBus(options: MemoryBusOptions = {}): Bus {
         }
         if (delivered) {
           if (++streak % yieldEvery === 0) await new Promise((resolve) => setImmediate(resolve));
-        } else {
+        } else if (!sub.stopped) {
+          // Stopped during the step: its wait may have taken the wake of `stop`.
           streak = 0;
           await waker.sleep();
         }
@@ -233,7 +282,7 @@ export function createMemoryBus(options: MemoryBusOptions = {}): Bus {
     })();
     const subscription: Subscription = {
       async stop() {
-        stopped = true;
+        sub.stopped = true;
         waker.wake();
         await loop;
         for (const set of wakers) set.delete(waker);
@@ -251,6 +300,62 @@ export function createMemoryBus(options: MemoryBusOptions = {}): Bus {
       // A broken reporter must not take the delivery loop down with it.
     }
   };
+
+  async function consumeBatch(
+    topic: Topic,
+    durable: string,
+    handler: BusBatchHandler,
+    options: BatchOptions = {},
+  ): Promise<Subscription> {
+    assertTopic(topic);
+    assertDurable(durable);
+    if (options.zone !== undefined) assertZone(options.zone);
+    const { maxMessages, maxWaitMs } = batchSize(options);
+    assertOpen();
+    const log = logs[topic];
+    const key = `${topic}/${durable}`;
+    let state = durables.get(key);
+    if (!state) durables.set(key, (state = new DurableState(options.zone)));
+    // Like updating a JetStream durable's filter: the latest subscription's zone wins.
+    state.zone = options.zone;
+    const s = state;
+    return run({ topic, durable }, [log.listeners, s.listeners], async (sub) => {
+      log.trim(now());
+      if (s.waiting(log, 1) === 0) return false;
+      // Wakes at each publish, so a batch that fills up goes at once.
+      const deadline = performance.now() + maxWaitMs;
+      while (!sub.stopped && s.waiting(log, maxMessages) < maxMessages && performance.now() < deadline) {
+        await sub.waker.sleep(deadline - performance.now());
+        log.trim(now());
+      }
+      if (sub.stopped) return false;
+      const batch = s.take(log, maxMessages);
+      // Another subscription on the durable took them meanwhile.
+      if (batch.length === 0) return false;
+      try {
+        await handler(batch.map(({ msg }) => toBusMessage(topic, msg)));
+        for (const { msg } of batch) s.unacked.delete(msg.seq);
+      } catch (error) {
+        failed(error, { kind: "handler", topic, durable, seq: batch[0]!.msg.seq });
+        for (const { msg, deliveryCount } of batch) redeliverLater(s, msg.seq, deliveryCount);
+      }
+      return true;
+    });
+  }
+
+  /** Makes an unacknowledged message due again after the growing delay. */
+  function redeliverLater(s: DurableState, seq: number, deliveryCount: number): void {
+    if (closed) return;
+    const timer = setTimeout(() => {
+      timers.delete(timer);
+      if (!s.unacked.has(seq)) return;
+      s.due.add(seq);
+      s.wake();
+    }, redeliveryDelay(redeliveryBaseMs, deliveryCount));
+    // A pending redelivery alone must not keep the process alive.
+    timer.unref();
+    timers.add(timer);
+  }
 
   return {
     kind: "memory",
@@ -306,43 +411,10 @@ export function createMemoryBus(options: MemoryBusOptions = {}): Bus {
       });
     },
 
-    async consume(topic: Topic, durable: string, handler: BusHandler, options: SubscribeOptions = {}): Promise<Subscription> {
-      assertTopic(topic);
-      assertDurable(durable);
-      if (options.zone !== undefined) assertZone(options.zone);
-      assertOpen();
-      const log = logs[topic];
-      const key = `${topic}/${durable}`;
-      let state = durables.get(key);
-      if (!state) durables.set(key, (state = new DurableState(options.zone)));
-      // Like updating a JetStream durable's filter: the latest subscription's zone wins.
-      state.zone = options.zone;
-      const s = state;
-      return run({ topic, durable }, [log.listeners, s.listeners], async () => {
-        log.trim(now());
-        const taken = s.take(log);
-        if (!taken) return false;
-        const { msg, deliveryCount } = taken;
-        try {
-          await handler(toBusMessage(topic, msg));
-          s.unacked.delete(msg.seq);
-        } catch (error) {
-          failed(error, { kind: "handler", topic, durable, seq: msg.seq });
-          if (!closed) {
-            const timer = setTimeout(() => {
-              timers.delete(timer);
-              if (!s.unacked.has(msg.seq)) return;
-              s.due.add(msg.seq);
-              s.wake();
-            }, redeliveryDelay(redeliveryBaseMs, deliveryCount));
-            // A pending redelivery alone must not keep the process alive.
-            timer.unref();
-            timers.add(timer);
-          }
-        }
-        return true;
-      });
-    },
+    consume: (topic: Topic, durable: string, handler: BusHandler, options: SubscribeOptions = {}): Promise<Subscription> =>
+      consumeBatch(topic, durable, async ([m]) => handler(m!), { zone: options?.zone, maxMessages: 1 }),
+
+    consumeBatch,
 
     async close(): Promise<void> {
       closed = true;

@@ -1,9 +1,9 @@
 import { existsSync } from "node:fs";
 import { connect, nanos } from "@nats-io/transport-node";
-import { jetstreamManager, StorageType } from "@nats-io/jetstream";
+import { AckPolicy, jetstreamManager, StorageType } from "@nats-io/jetstream";
 import { afterAll, describe, expect, it } from "vitest";
 import type { Bus, BusFailure } from "./bus.js";
-import { describeBusContract, Inbox } from "./bus.contract.js";
+import { BatchInbox, describeBusContract, Inbox } from "./bus.contract.js";
 import { BusUnavailableError, openNatsBus, type NatsBusOptions } from "./nats-bus.js";
 import { openBus } from "./open-bus.js";
 import {
@@ -156,6 +156,48 @@ describe("NATS bus", () => {
     await expect(openNatsBus({ url: testNatsUrl, streamPrefix: "BAD.PREFIX" })).rejects.toThrow(TypeError);
     await expect(openNatsBus({ url: testNatsUrl, subjectPrefix: "bad.*" })).rejects.toThrow(TypeError);
     await expect(openNatsBus({ url: testNatsUrl, auditMaxAgeMs: 0 })).rejects.toThrow(TypeError);
+  });
+
+  it("hands over a batch larger than the server's default ack-pending limit of 1,000", async () => {
+    const prefix = ns.prefix();
+    const bus = await openNatsBus({ url: testNatsUrl, ...prefix });
+    try {
+      const ids = Array.from({ length: 1_500 }, (_, i) => `e${i + 1}`);
+      await Promise.all(ids.map((id) => bus.publish("audit", "alpha", bytes(id), id)));
+      const inbox = new BatchInbox();
+      // A full batch goes at once; capped at 1,000 it would wait out maxWaitMs and fail the wait below.
+      const sub = await bus.consumeBatch("audit", "ledger", inbox.batchHandler, { maxMessages: 1_500, maxWaitMs: 10_000 });
+      await inbox.until((r) => r.length >= 1_500, "1,500 messages", 8_000);
+      await sub.stop();
+      expect(inbox.batches.map((b) => b.length)).toEqual([1_500]);
+    } finally {
+      await bus.close();
+    }
+  });
+
+  it("raises the ack-pending limit of a durable created with the server's defaults", async () => {
+    const prefix = ns.prefix();
+    const bus = await openNatsBus({ url: testNatsUrl, ...prefix });
+    const stream = `${prefix.streamPrefix}_AUDIT`;
+    const nc = await connect({ servers: testNatsUrl });
+    try {
+      const jsm = await jetstreamManager(nc);
+      await jsm.consumers.add(stream, {
+        durable_name: "ledger",
+        ack_policy: AckPolicy.Explicit,
+        filter_subject: `${prefix.subjectPrefix}.audit.*`,
+      });
+      expect((await jsm.consumers.info(stream, "ledger")).config.max_ack_pending).toBe(1_000);
+      const sub = await bus.consumeBatch("audit", "ledger", async () => {});
+      await sub.stop();
+      expect((await jsm.consumers.info(stream, "ledger")).config).toMatchObject({
+        max_ack_pending: 20_000,
+        ack_wait: nanos(30_000),
+      });
+    } finally {
+      await nc.close();
+      await bus.close();
+    }
   });
 
   it("is what openBus returns when a NATS URL is configured", async () => {

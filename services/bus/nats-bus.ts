@@ -1,8 +1,9 @@
 /**
  * The production bus: NATS JetStream. Revocations and audit events are
- * separate file-backed streams; `follow` is an ordered consumer, `consume` a
- * durable pull consumer with explicit acknowledgement. Written for NATS server
- * 2.9 and later: no stream metadata, single `filter_subject`, no per-message TTL.
+ * separate file-backed streams; `follow` is an ordered consumer, `consume` and
+ * `consumeBatch` a durable pull consumer with explicit acknowledgement.
+ * Written for NATS server 2.9 and later: no stream metadata, single
+ * `filter_subject`, no per-message TTL.
  */
 import { connect, nanos, type NatsConnection } from "@nats-io/transport-node";
 import {
@@ -30,9 +31,14 @@ import {
   assertTopic,
   TOPICS,
   assertZone,
+  batchSize,
   busDefaults,
+  maxBatchMessages,
   redeliveryDelay,
+  type BatchOptions,
+  type BatchSize,
   type Bus,
+  type BusBatchHandler,
   type BusErrorReporter,
   type BusFailure,
   type BusHandler,
@@ -82,16 +88,8 @@ export class BusUnavailableError extends Error {
 
 /** How long a durable's message may stay unacknowledged before the server redelivers it. */
 const ackWaitMs = 30_000;
-/**
- * A durable pulls one message at a time. The client issues the next pull only
- * when the loop asks for the next message, so with a batch of one nothing is
- * delivered while a handler runs, and stopping leaves (almost) nothing in
- * flight. A larger batch would hand a stopping consumer messages it already
- * unsubscribed from: the server counts them delivered and holds them back for
- * the whole ack wait. One round trip per message is cheap next to the
- * ledger's own insert.
- */
-const durableBatch = 1;
+/** `follow` and `consume` hand over one message at a time. */
+const oneByOne: BatchSize = { maxMessages: 1, maxWaitMs: 1 };
 
 const reportToConsole: BusErrorReporter = (error, failure) => {
   console.error(`caracal bus (nats): ${failure.kind} failure on ${failure.topic}`, failure, error);
@@ -278,12 +276,14 @@ function redact(url: string): string {
     .join(",");
 }
 
-/** What a {@link Delivery} does with messages; the parts that differ between `follow` and `consume`. */
+/** What a {@link Delivery} does with messages; the parts that differ between `follow` and `consumeBatch`. */
 interface DeliverySpec {
   /** Opens the consumer again after the loop ended without being stopped. */
   readonly reopen: () => Promise<ConsumerMessages>;
-  /** Hands one message to the caller's handler and settles it; throws only when the connection is gone. */
-  readonly handle: (m: JsMsg) => Promise<void>;
+  /** How many messages `handle` gets at once. */
+  readonly batch: BatchSize;
+  /** Hands a batch to the caller's handler and settles it; throws only when the connection is gone. */
+  readonly handle: (batch: JsMsg[]) => Promise<void>;
   /** A message the client had already received when `stop` was called. */
   readonly leftover: (m: JsMsg) => void;
   /** Reports a failure of the loop itself. */
@@ -318,20 +318,22 @@ class Delivery implements Subscription {
           // Stopped meanwhile: close, then let the loop below drain it.
           if (this.#stopped) void this.#current.close().catch(() => {});
         }
-        for await (const m of this.#current) {
+        for await (const batch of inBatches(this.#current, this.spec.batch)) {
           if (this.#stopped) {
             try {
-              this.spec.leftover(m);
+              for (const m of batch) this.spec.leftover(m);
             } catch {
               // Connection gone: the server redelivers after the ack wait instead.
             }
             continue;
           }
           attempt = 0;
-          await this.spec.handle(m);
+          await this.spec.handle(batch);
         }
       } catch (error) {
         if (!this.#stopped) this.spec.failed(error);
+        // `handle` threw with the consumer still open: stop it pulling before opening another.
+        void this.#current?.close().catch(() => {});
       }
       this.#current = undefined;
       // The client library keeps a consume alive across reconnects; ending
@@ -360,6 +362,49 @@ class Delivery implements Subscription {
       await this.spec.afterStop();
     })();
     return this.#stopping;
+  }
+}
+
+/**
+ * Reads a consumer's messages in batches: waits as long as it takes for a
+ * first message, then up to `maxWaitMs` for more, and yields at most
+ * `maxMessages`. It reads only while it gathers a batch, and the client sends
+ * its pull requests only as it is read, so hardly anything is on the wire
+ * while a handler runs, and stopping then leaves (almost) nothing in flight:
+ * a message delivered to a consumer that already unsubscribed is held back by
+ * the server for the whole ack wait. What a pull still brings while a handler
+ * runs (the rest of it, after a smaller batch) waits here for the next batch.
+ */
+async function* inBatches(messages: ConsumerMessages, { maxMessages, maxWaitMs }: BatchSize): AsyncGenerator<JsMsg[]> {
+  const it = messages[Symbol.asyncIterator]();
+  // A read the timer cut short; the next batch starts with it.
+  let pending: Promise<IteratorResult<JsMsg>> | undefined;
+  for (let ended = false; !ended; ) {
+    const first = await (pending ?? it.next());
+    pending = undefined;
+    if (first.done) return;
+    // By stream sequence: when a batch runs past the ack wait, the server
+    // redelivers messages pulled ahead, and both copies arrive here.
+    const batch = new Map([[first.value.seq, first.value]]);
+    let timer: NodeJS.Timeout | undefined;
+    const timeUp =
+      maxMessages === 1 ? undefined : new Promise<"time-up">((resolve) => (timer = setTimeout(resolve, maxWaitMs, "time-up")));
+    try {
+      while (timeUp && batch.size < maxMessages) {
+        pending = it.next();
+        const read = await Promise.race([pending, timeUp]);
+        if (read === "time-up") break;
+        pending = undefined;
+        if (read.done) {
+          ended = true;
+          break;
+        }
+        batch.set(read.value.seq, read.value);
+      }
+    } finally {
+      clearTimeout(timer);
+    }
+    yield [...batch.values()];
   }
 }
 
@@ -412,12 +457,13 @@ class NatsBus implements Bus {
     };
     return this.#start(await open(), {
       reopen: open,
-      handle: async (m) => {
-        lastSeq = m.seq;
+      batch: oneByOne,
+      handle: async ([m]) => {
+        lastSeq = m!.seq;
         try {
-          await handler(this.#toBusMessage(topic, m));
+          await handler(this.#toBusMessage(topic, m!));
         } catch (error) {
-          this.#report(error, { kind: "handler", topic, seq: m.seq });
+          this.#report(error, { kind: "handler", topic, seq: m!.seq });
         }
       },
       leftover: () => {},
@@ -426,35 +472,50 @@ class NatsBus implements Bus {
     });
   }
 
-  async consume(topic: Topic, durable: string, handler: BusHandler, options: SubscribeOptions = {}): Promise<Subscription> {
+  consume(topic: Topic, durable: string, handler: BusHandler, options: SubscribeOptions = {}): Promise<Subscription> {
+    return this.consumeBatch(topic, durable, async ([m]) => handler(m!), { zone: options?.zone, maxMessages: 1 });
+  }
+
+  async consumeBatch(topic: Topic, durable: string, handler: BusBatchHandler, options: BatchOptions = {}): Promise<Subscription> {
     assertTopic(topic);
     assertDurable(durable);
     if (options.zone !== undefined) assertZone(options.zone);
+    const batch = batchSize(options);
     this.#assertOpen();
     const stream = streamName(this.settings, topic);
     await this.#ensureDurable(stream, durable, `${topicSubject(this.settings, topic)}.${options.zone ?? "*"}`);
-    const open = async () => (await this.js.consumers.get(stream, durable)).consume({ max_messages: durableBatch });
+    const open = async () =>
+      (await this.js.consumers.get(stream, durable)).consume({
+        max_messages: batch.maxMessages,
+        // The client pulls again once at most this many of its last pull are
+        // still to come; the default (75 %) would pull the next batch while a
+        // batch is gathered, and a consumer stopping during its handler would
+        // drop those messages on arrival, for the server to hold back the
+        // whole ack wait. Below 1: only once the whole pull has arrived.
+        threshold_messages: 0.5,
+      });
     return this.#start(await open(), {
       reopen: open,
-      handle: async (m) => {
+      batch,
+      handle: async (ms) => {
         // A slow handler must not look like a lost one: extend the ack deadline while it runs.
         const keepAlive = setInterval(() => {
           try {
-            m.working();
+            for (const m of ms) m.working();
           } catch {
-            // Connection closed: the message will be redelivered anyway.
+            // Connection closed: the messages will be redelivered anyway.
           }
         }, ackWaitMs / 3);
         try {
-          await handler(this.#toBusMessage(topic, m));
+          await handler(ms.map((m) => this.#toBusMessage(topic, m)));
         } catch (error) {
-          this.#report(error, { kind: "handler", topic, durable, seq: m.seq });
-          m.nak(redeliveryDelay(this.settings.redeliveryDelayMs, m.info.deliveryCount));
+          this.#report(error, { kind: "handler", topic, durable, seq: ms[0]!.seq });
+          for (const m of ms) m.nak(redeliveryDelay(this.settings.redeliveryDelayMs, m.info.deliveryCount));
           return;
         } finally {
           clearInterval(keepAlive);
         }
-        m.ack();
+        for (const m of ms) m.ack();
       },
       // Received while stopping and never handed over: give it back now rather
       // than after the ack wait, so a restarted consumer gets it at once. With a
@@ -507,6 +568,9 @@ class NatsBus implements Bus {
    */
   async #ensureDurable(stream: string, durable: string, filterSubject: string): Promise<void> {
     const ackWait = nanos(ackWaitMs);
+    // A batch being handled plus the next one pulled ahead, at the largest
+    // batch size; the server's default (1,000) would cap batches below it.
+    const maxAckPending = 2 * maxBatchMessages;
     let existing: ConsumerConfig | undefined;
     try {
       existing = (await this.jsm.consumers.info(stream, durable)).config;
@@ -521,11 +585,20 @@ class NatsBus implements Bus {
         replay_policy: ReplayPolicy.Instant,
         filter_subject: filterSubject,
         ack_wait: ackWait,
+        max_ack_pending: maxAckPending,
         // Redelivery is paced by our nak delays; a cap would silently drop events.
         max_deliver: -1,
       });
-    } else if (existing.filter_subject !== filterSubject || existing.ack_wait !== ackWait) {
-      await this.jsm.consumers.update(stream, durable, { filter_subject: filterSubject, ack_wait: ackWait });
+    } else if (
+      existing.filter_subject !== filterSubject ||
+      existing.ack_wait !== ackWait ||
+      existing.max_ack_pending !== maxAckPending
+    ) {
+      await this.jsm.consumers.update(stream, durable, {
+        filter_subject: filterSubject,
+        ack_wait: ackWait,
+        max_ack_pending: maxAckPending,
+      });
     }
   }
 

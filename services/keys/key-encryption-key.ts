@@ -80,21 +80,31 @@ export class KeyEncryptionKey {
   }
 }
 
-/** Parses `CARACAL_KEK`: 32 bytes in base64 or base64url. Returns undefined when malformed. */
-export function parseKeyEncryptionKey(text: string): KeyEncryptionKey | undefined {
+/**
+ * Parses 32 bytes in base64 or base64url (`CARACAL_KEK`, `CARACAL_AUDIT_KEY`).
+ * Returns undefined when malformed.
+ */
+export function parseKeyBytes(text: string): Buffer | undefined {
   const bytes = Buffer.from(text.trim(), "base64");
   // Buffer's base64 decoder skips junk silently; a round trip catches it.
   const canonical = (value: string) => value.trim().replace(/=+$/, "").replaceAll("-", "+").replaceAll("_", "/");
   if (bytes.length !== KEK_BYTES || canonical(bytes.toString("base64")) !== canonical(text)) return undefined;
-  return new KeyEncryptionKey(bytes);
+  return bytes;
+}
+
+/** Parses `CARACAL_KEK`: 32 bytes in base64 or base64url. Returns undefined when malformed. */
+export function parseKeyEncryptionKey(text: string): KeyEncryptionKey | undefined {
+  const bytes = parseKeyBytes(text);
+  return bytes && new KeyEncryptionKey(bytes);
 }
 
 /**
- * The embedded default's KEK: read from `<dataDir>/kek`, or generated there
- * (mode 0600) on first start. A file readable by others is refused.
+ * A key of the embedded default: read from `<dataDir>/<name>`, or generated
+ * there (32 random bytes, base64, mode 0600) on first start. A file readable
+ * by others is refused.
  */
-export async function loadOrCreateKeyFile(dataDir: string): Promise<KeyEncryptionKey> {
-  const path = join(dataDir, "kek");
+export async function loadOrCreateKeyBytes(dataDir: string, name: string): Promise<Buffer> {
+  const path = join(dataDir, name);
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
   try {
     await writeFile(path, randomBytes(KEK_BYTES).toString("base64") + "\n", { mode: 0o600, flag: "wx" });
@@ -105,7 +115,12 @@ export async function loadOrCreateKeyFile(dataDir: string): Promise<KeyEncryptio
   if ((info.mode & 0o077) !== 0) {
     throw new Error(`${path} is readable by other users (mode ${(info.mode & 0o777).toString(8)}); run chmod 600 on it`);
   }
-  const kek = parseKeyEncryptionKey(await readFile(path, "utf8"));
-  if (!kek) throw new Error(`${path} does not hold a 32-byte base64 key-encryption key`);
-  return kek;
+  const bytes = parseKeyBytes(await readFile(path, "utf8"));
+  if (!bytes) throw new Error(`${path} does not hold a 32-byte base64 key`);
+  return bytes;
+}
+
+/** The embedded default's KEK, in `<dataDir>/kek` (see {@link loadOrCreateKeyBytes}). */
+export async function loadOrCreateKeyFile(dataDir: string): Promise<KeyEncryptionKey> {
+  return new KeyEncryptionKey(await loadOrCreateKeyBytes(dataDir, "kek"));
 }

@@ -28,6 +28,8 @@ import { ActivePolicySets } from "../policy/active-policy-sets.js";
 import { CedarEngine } from "../policy/cedar-engine.js";
 import { DecisionRecorder } from "../policy/decision-recorder.js";
 import { createPolicyService } from "../policy/policy-service.js";
+import { createAuditService } from "../audit/audit-service.js";
+import { startLedger } from "../audit/ledger-consumer.js";
 import type { StsDeps } from "../sts/sts-deps.js";
 import { serveHttp } from "./http-routes.js";
 import { addBridgedService } from "./grpc-js-bridge.js";
@@ -44,6 +46,12 @@ export interface CaracalServerOptions {
   readonly log: Logger;
   /** The clock, ms since the epoch; injected by tests. */
   readonly now?: () => number;
+  /**
+   * The audit key. With it, a server that runs the audit service also runs the
+   * ledger (a durable consumer of the audit topic) and answers AuditService;
+   * without it, neither.
+   */
+  readonly auditKey?: Buffer;
 }
 
 /** A running Caracal server. */
@@ -121,12 +129,23 @@ export async function startCaracalServer(options: CaracalServerOptions): Promise
   // The relay runs wherever the revocation service does; several replicas may run it at once.
   const relay = new OutboxRelay(store, bus, { onError: (error) => log.warn({ err: error }, "revocation relay round failed; retrying") });
   if (served.has("revocation")) relay.start();
+  const { auditKey } = options;
+  let ledger: Subscription | undefined;
+  try {
+    // Every replica serving audit runs the ledger; they share one durable consumer.
+    if (served.has("audit") && auditKey) ledger = await startLedger(bus, store, auditKey, log);
+  } catch (error) {
+    await relay.stop();
+    await revocations.stop();
+    await policyNotices.stop();
+    throw error;
+  }
   const impls = {
     sts: createTokenService(deps),
     admin: createAdminService(deps),
     revocation: createRevocationService({ store, relay, audit: deps.audit, now, bus, draining: draining.signal }),
     policy: createPolicyService({ store, engine, policies, bus, audit: deps.audit, now }),
-    audit: {},
+    audit: auditKey ? createAuditService({ store, auditKey, draining: draining.signal }) : {},
   };
   const services: [DescService, ServiceImpl<DescService>][] = [
     [Health, createHealthService(health, draining.signal) as unknown as ServiceImpl<DescService>],
@@ -180,6 +199,7 @@ export async function startCaracalServer(options: CaracalServerOptions): Promise
     await relay.stop();
     await revocations.stop();
     await policyNotices.stop();
+    await ledger?.stop();
     grpcServer.forceShutdown();
     throw error;
   }
@@ -203,6 +223,8 @@ export async function startCaracalServer(options: CaracalServerOptions): Promise
         grpcServer.forceShutdown();
         await Promise.race([deps.audit.flushed(), new Promise((resolve) => setTimeout(resolve, 1_000).unref())]);
         if (deps.audit.pending > 0) log.error({ pending: deps.audit.pending }, "audit events not published before shutdown");
+        // Last, so what this server published while draining is still stored; anything left waits in the stream.
+        await ledger?.stop();
       })();
       return closing;
     },

@@ -56,7 +56,8 @@ export class Decision {
       // Nothing names a zone (an unparseable token): there is no ledger to file it in.
       this.log?.warn({ decision_id: this.id, reason: Reason[reason] }, "refusal outside any zone");
     } else {
-      this.#audit.record({ ...this.#event, decision: recorded, reason });
+      // The error's metadata (the resource, the missing scope…) says what was refused.
+      this.#audit.record({ ...this.#event, decision: recorded, reason, attributes: { ...this.#event.attributes, ...metadata } });
     }
     return caracalError(code, reason, message, { decisionId: this.id, metadata });
   }

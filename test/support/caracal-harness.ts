@@ -151,6 +151,8 @@ export interface CaracalHarness {
   readonly clock: TestClock;
   /** The key-encryption key the server seals keys and hashes secrets with. */
   readonly kek: KeyEncryptionKey;
+  /** The audit key the ledger HMACs its rows with. */
+  readonly auditKey: Buffer;
   readonly store: Store;
   readonly bus: Bus;
   readonly server: CaracalServer;
@@ -179,9 +181,11 @@ export interface CaracalHarness {
   /** Runs raw SQL against the store. */
   sql<R extends Row = Row>(text: string, params?: readonly unknown[]): Promise<R[]>;
   /**
-   * Row count and content digest of every table but `policy_decisions`, the
-   * STS's replay sample of policy questions, which it writes in the background
-   * by design (what was recorded is tested on its own).
+   * Row count and content digest of every table but those written in the
+   * background by design: `policy_decisions` (the STS's replay sample of
+   * policy questions) and the audit ledger (`audit_events`,
+   * `audit_chain_heads`), which records every decision, refusals included.
+   * What they hold is tested on its own.
    */
   snapshot(): Promise<StoreSnapshot>;
   /** Every row of every table as Postgres prints it (bytea as hex), one line each: to prove what is not stored. */
@@ -214,6 +218,7 @@ export async function startHarness(kind: HarnessKind): Promise<CaracalHarness> {
   try {
     const clock = new TestClock();
     const kek = new KeyEncryptionKey(randomBytes(32));
+    const auditKey = randomBytes(32);
     const logs = captureLogs();
     const dataDir = await mkdtemp(join(tmpdir(), "caracal-harness-"));
     cleanups.push(() => rm(dataDir, { recursive: true, force: true }));
@@ -244,6 +249,7 @@ export async function startHarness(kind: HarnessKind): Promise<CaracalHarness> {
       store,
       bus,
       kek,
+      auditKey,
       log: logs.log,
       now: clock.now,
     });
@@ -278,6 +284,7 @@ export async function startHarness(kind: HarnessKind): Promise<CaracalHarness> {
       nats: natsStreams,
       clock,
       kek,
+      auditKey,
       store,
       bus,
       server,
@@ -350,10 +357,12 @@ async function dumpStore(sql: CaracalHarness["sql"]): Promise<string> {
   return lines.join("\n");
 }
 
+const BACKGROUND_TABLES = new Set(["policy_decisions", "audit_events", "audit_chain_heads"]);
+
 async function snapshotStore(sql: CaracalHarness["sql"]): Promise<StoreSnapshot> {
   const snapshot: Record<string, TableState> = {};
   for (const table of await publicTables(sql)) {
-    if (table === "policy_decisions") continue;
+    if (BACKGROUND_TABLES.has(table)) continue;
     const [state] = await sql<{ rows: number; digest: string }>(
       `SELECT count(*)::int AS rows, coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') AS digest FROM ${quoted(table)} t`,
     );

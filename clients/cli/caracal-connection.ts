@@ -1,6 +1,7 @@
 import { createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { AdminService } from "../../gen/caracal/admin/v1/admin_service_pb.js";
+import { AuditService } from "../../gen/caracal/audit/v1/audit_service_pb.js";
 import { PolicyService } from "../../gen/caracal/policy/v1/policy_service_pb.js";
 import { RevocationService } from "../../gen/caracal/revocation/v1/revocation_service_pb.js";
 import { TokenService } from "../../gen/caracal/sts/v1/token_service_pb.js";
@@ -31,6 +32,8 @@ export interface CaracalConnection {
   readonly revocation: Client<typeof RevocationService> | undefined;
   /** The policy service, with mandates like `admin`; undefined without a credential. */
   readonly policy: Client<typeof PolicyService> | undefined;
+  /** The audit service, with mandates like `admin` (`audit.read`); undefined without a credential. */
+  readonly audit: Client<typeof AuditService> | undefined;
   /** The mandate source behind `admin`, to sign in before the first call. */
   readonly mandates: MandateSource | undefined;
   /** Closes the connection, so a finished command lets the process exit. */
@@ -57,5 +60,6 @@ export function openCaracalConnection(target: string, credential?: AdminCredenti
   const admin = transport ? createClient(AdminService, transport) : undefined;
   const revocation = transport ? createClient(RevocationService, transport) : undefined;
   const policy = transport ? createClient(PolicyService, transport) : undefined;
-  return { sts, admin, revocation, policy, mandates, close: () => sessionManager.abort() };
+  const audit = transport ? createClient(AuditService, transport) : undefined;
+  return { sts, admin, revocation, policy, audit, mandates, close: () => sessionManager.abort() };
 }

@@ -1,6 +1,7 @@
 import { ConnectError, type Client } from "@connectrpc/connect";
 import { Option, type Command, type CommandOptions } from "commander";
 import type { AdminService } from "../../gen/caracal/admin/v1/admin_service_pb.js";
+import type { AuditService } from "../../gen/caracal/audit/v1/audit_service_pb.js";
 import type { PolicyService } from "../../gen/caracal/policy/v1/policy_service_pb.js";
 import type { RevocationService } from "../../gen/caracal/revocation/v1/revocation_service_pb.js";
 import type { TokenService } from "../../gen/caracal/sts/v1/token_service_pb.js";
@@ -79,6 +80,11 @@ export class CliContext {
   /** The policy client, signed in with the admin profile's credential. */
   async policy(): Promise<Client<typeof PolicyService>> {
     return (await this.#signedIn()).policy!;
+  }
+
+  /** The audit client, signed in with the admin profile's credential. */
+  async audit(): Promise<Client<typeof AuditService>> {
+    return (await this.#signedIn()).audit!;
   }
 
   async #signedIn(): Promise<CaracalConnection> {

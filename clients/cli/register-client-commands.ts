@@ -1,5 +1,6 @@
 import type { Command } from "commander";
 import { registerAppCommands } from "./app-commands.js";
+import { registerAuditCommands } from "./audit-commands.js";
 import { registerGrantCommands } from "./grant-commands.js";
 import { registerKeyCommands } from "./key-commands.js";
 import { registerPolicyCommands } from "./policy-commands.js";
@@ -28,4 +29,5 @@ export function registerClientCommands(program: Command): void {
   registerTokenCommands(program);
   registerRevocationCommands(program);
   registerPolicyCommands(program);
+  registerAuditCommands(program);
 }

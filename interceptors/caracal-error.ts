@@ -10,7 +10,12 @@ export interface CaracalErrorOptions {
   readonly metadata?: Readonly<Record<string, string>>;
   /** The underlying cause: kept for logs, never sent. */
   readonly cause?: unknown;
+  /** Further details sent beside the ErrorDetail, e.g. an `ApprovalChallenge`. */
+  readonly details?: readonly OutgoingDetail[];
 }
+
+/** A protobuf message sent as an error detail. */
+export type OutgoingDetail = ConstructorParameters<typeof ConnectError>[3] extends (infer D)[] | undefined ? D : never;
 
 /**
  * Builds the one error shape Caracal puts on the wire: a gRPC code plus a
@@ -33,7 +38,7 @@ export function caracalError(
     decisionId: options.decisionId ?? "",
     metadata: { ...options.metadata },
   });
-  return new ConnectError(message, code, undefined, [{ desc: ErrorDetailSchema, value: detail }], options.cause);
+  return new ConnectError(message, code, undefined, [{ desc: ErrorDetailSchema, value: detail }, ...(options.details ?? [])], options.cause);
 }
 
 /**

@@ -54,6 +54,7 @@ describe("loadConfig", () => {
     [{ CARACAL_KEK: "c2hvcnQ=" }, {}, "CARACAL_KEK", "expected 32 bytes in base64"],
     [{ CARACAL_DATABASE_URL: "postgres://db/x", CARACAL_KEK: Buffer.alloc(32).toString("base64") }, {}, "CARACAL_AUDIT_KEY", "required with CARACAL_DATABASE_URL"],
     [{ CARACAL_AUDIT_KEY: "c2hvcnQ=" }, {}, "CARACAL_AUDIT_KEY", "expected 32 bytes in base64"],
+    [{ CARACAL_APPROVAL_TTL: "10" }, {}, "CARACAL_APPROVAL_TTL", "expected seconds from 60 to 86400"],
     [{ CARACAL_KEK: `${Buffer.alloc(32).toString("base64")}!!` }, {}, "CARACAL_KEK", "expected 32 bytes in base64"],
     [{ CARACAL_DATABASE_URL: "not a url" }, {}, "CARACAL_DATABASE_URL", "not a URL"],
     [{ CARACAL_NATS_URL: "nats://ok:4222,http://bad" }, {}, "CARACAL_NATS_URL", "expected a nats: or tls: URL"],

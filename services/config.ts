@@ -37,6 +37,8 @@ export interface Config {
   readonly services: readonly ServiceName[];
   /** How long a shutdown may drain in-flight calls before it cuts them. */
   readonly shutdownGraceMs: number;
+  /** How long a step-up challenge stays open (`CARACAL_APPROVAL_TTL`, seconds; default 1800). */
+  readonly approvalTtlSeconds: number;
 }
 
 /** Values given as command-line flags; each wins over its environment variable. */
@@ -81,6 +83,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, flags: ConfigFlags = {}): Con
     logLevel: parseLogLevel(flags.logLevel ?? env.CARACAL_LOG_LEVEL ?? "info", flags.logLevel ? "--log-level" : "CARACAL_LOG_LEVEL"),
     services: parseServices(flags.only),
     shutdownGraceMs: 4_000,
+    approvalTtlSeconds: parseApprovalTtl(env.CARACAL_APPROVAL_TTL),
   };
 }
 
@@ -137,6 +140,13 @@ function parseKek(value: string | undefined, required: boolean): KeyEncryptionKe
   const kek = parseKeyEncryptionKey(value);
   if (!kek) throw new ConfigError("CARACAL_KEK", "expected 32 bytes in base64 (openssl rand -base64 32)");
   return kek;
+}
+
+function parseApprovalTtl(value: string | undefined): number {
+  if (value === undefined || value === "") return 1_800;
+  const seconds = /^\d{1,6}$/.test(value) ? Number(value) : 0;
+  if (seconds < 60 || seconds > 86_400) throw new ConfigError("CARACAL_APPROVAL_TTL", "expected seconds from 60 to 86400");
+  return seconds;
 }
 
 function parseAuditKey(value: string | undefined, required: boolean): Buffer | undefined {

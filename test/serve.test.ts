@@ -9,10 +9,7 @@ import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AdminService } from "../gen/caracal/admin/v1/admin_service_pb.js";
-import { Reason } from "../gen/caracal/errors/v1/error_detail_pb.js";
-import { TokenService } from "../gen/caracal/sts/v1/token_service_pb.js";
 import { Health, HealthCheckResponse_ServingStatus as ServingStatus } from "../gen/grpc/health/v1/health_pb.js";
-import { reasonOf } from "../interceptors/caracal-error.js";
 import { openNatsBus } from "../services/bus/nats-bus.js";
 import { loadConfig } from "../services/config.js";
 import { createLogger, serve, type RunningCaracal } from "../services/serve.js";
@@ -100,18 +97,6 @@ describe("caracal serve on the embedded default (PGlite, in-process bus)", () =>
     expect(res.status).toBe(200);
     expect(await res.json()).toEqual({ status: "SERVING" });
     expect((await fetch(`http://127.0.0.1:${port}/nothing-here`)).status).toBe(404);
-  });
-
-  it("answers UNIMPLEMENTED with REASON_NOT_IMPLEMENTED for RPCs not built yet", async () => {
-    const sts = createClient(TokenService, createGrpcTransport({ baseUrl: `http://127.0.0.1:${port}` }));
-    const error = await rejection(
-      (async () => {
-        for await (const _ of sts.waitApproval({ zone: "default", challengeId: "x", challengeSecret: "y" })) void _;
-      })(),
-    );
-    expect(error.code).toBe(Code.Unimplemented);
-    expect(reasonOf(error)).toBe(Reason.NOT_IMPLEMENTED);
-    expect(error.rawMessage).toBe("caracal.sts.v1.TokenService/WaitApproval is not implemented yet");
   });
 
   it("refuses a malformed request body with INVALID_ARGUMENT and keeps serving", async () => {

@@ -10,6 +10,7 @@ import {
   removeApplicationKey,
   rotateApplicationSecret,
 } from "./applications.js";
+import { decide, getApproval, listApprovalsPage } from "./approvals.js";
 import { createGrant, listGrantsPage, removeGrant } from "./grants.js";
 import { addResourceScopes, createResource, getResource, listResourcesPage } from "./resources.js";
 import { listZoneKeysOf, rotateZoneKey } from "./zone-keys.js";
@@ -17,8 +18,7 @@ import { createZone, getZone, listZonesPage } from "./zones.js";
 
 /**
  * `caracal.admin.v1.AdminService`. Every method's required scope is declared in
- * the proto and enforced by the mandate interceptor before a handler runs;
- * approvals arrive with step-up approvals.
+ * the proto and enforced by the mandate interceptor before a handler runs.
  */
 export function createAdminService(deps: AdminDeps): Partial<ServiceImpl<typeof AdminService>> {
   return {
@@ -41,5 +41,9 @@ export function createAdminService(deps: AdminDeps): Partial<ServiceImpl<typeof 
     deleteGrant: (request, ctx) => removeGrant(deps, request, ctx),
     rotateZoneKey: (request, ctx) => rotateZoneKey(deps, request, ctx),
     listZoneKeys: (request) => listZoneKeysOf(deps, request),
+    listApprovals: (request) => listApprovalsPage(deps, request),
+    getApproval: (request) => getApproval(deps, request),
+    approve: (request, ctx) => decide(deps, request, ctx, true),
+    reject: (request, ctx) => decide(deps, request, ctx, false),
   };
 }

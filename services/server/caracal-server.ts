@@ -39,7 +39,7 @@ import { withUnimplemented } from "./unimplemented.js";
 
 /** What the server needs to run. */
 export interface CaracalServerOptions {
-  readonly config: Pick<Config, "listen" | "services" | "shutdownGraceMs">;
+  readonly config: Pick<Config, "listen" | "services" | "shutdownGraceMs"> & Partial<Pick<Config, "approvalTtlSeconds">>;
   readonly store: Store;
   readonly bus: Bus;
   readonly kek: KeyEncryptionKey;
@@ -124,6 +124,7 @@ export async function startCaracalServer(options: CaracalServerOptions): Promise
     revocations,
     policies,
     decisions,
+    approvalTtlMs: (config.approvalTtlSeconds ?? 1_800) * 1000,
   };
 
   // The relay runs wherever the revocation service does; several replicas may run it at once.
@@ -141,7 +142,7 @@ export async function startCaracalServer(options: CaracalServerOptions): Promise
     throw error;
   }
   const impls = {
-    sts: createTokenService(deps),
+    sts: createTokenService(deps, draining.signal),
     admin: createAdminService(deps),
     revocation: createRevocationService({ store, relay, audit: deps.audit, now, bus, draining: draining.signal }),
     policy: createPolicyService({ store, engine, policies, bus, audit: deps.audit, now }),

@@ -2,7 +2,9 @@ import { Code } from "@connectrpc/connect";
 import { AuditDecision } from "../../gen/caracal/audit/v1/audit_event_pb.js";
 import { Reason } from "../../gen/caracal/errors/v1/error_detail_pb.js";
 import type { ZoneRecord } from "../directory/zones.js";
-import type { AuthorizationRequestInput } from "../policy/policy-engine.js";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { ApprovalChallengeSchema } from "../../gen/caracal/approval/v1/approval_pb.js";
+import type { AuthorizationRequestInput, OutcomeInfo } from "../policy/policy-engine.js";
 import { activeEvaluator } from "../policy/policy-evaluator.js";
 import type { Decision } from "./decision.js";
 import type { StsDeps } from "./sts-deps.js";
@@ -26,6 +28,13 @@ export async function consultPolicy(
   zone: ZoneRecord,
   questions: readonly AuthorizationRequestInput[],
   decision: Decision,
+  options: {
+    /**
+     * Raises an approval for a held request and returns its challenge, sent
+     * beside the refusal; without it a hold is refused with no way forward.
+     */
+    raise?: (held: OutcomeInfo, version: number) => Promise<MessageInitShape<typeof ApprovalChallengeSchema>>;
+  } = {},
 ): Promise<number> {
   const evaluator = await activeEvaluator(deps.policies, zone);
   const outcomes = questions.map((question) => evaluator.evaluate(question));
@@ -57,10 +66,16 @@ export async function consultPolicy(
     const { resource, scope } = at(held);
     const outcome = outcomes[held]!;
     decision.note({ determiningPolicies: [...outcome.determiningPolicies] });
-    throw decision.refuse(Code.FailedPrecondition, Reason.INTERACTION_REQUIRED, `policy requires a "${outcome.stepUpKind}" approval for ${scope} on ${resource}`, {
-      ...at(held),
-      step_up: outcome.stepUpKind,
-    }, AuditDecision.STEP_UP);
+    const challenge = options.raise ? await options.raise(outcome, evaluator.version) : undefined;
+    if (challenge) decision.note({ approvalId: challenge.challengeId ?? "" });
+    throw decision.refuse(
+      Code.FailedPrecondition,
+      Reason.INTERACTION_REQUIRED,
+      `policy requires a "${outcome.stepUpKind}" approval for ${scope} on ${resource}`,
+      { ...at(held), step_up: outcome.stepUpKind },
+      AuditDecision.STEP_UP,
+      challenge ? [{ desc: ApprovalChallengeSchema, value: create(ApprovalChallengeSchema, challenge) }] : undefined,
+    );
   }
   decision.note({ determiningPolicies: [...new Set(outcomes.flatMap((o) => o.determiningPolicies))] });
   return evaluator.version;

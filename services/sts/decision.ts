@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { Code, type ConnectError, type HandlerContext } from "@connectrpc/connect";
 import { AuditDecision } from "../../gen/caracal/audit/v1/audit_event_pb.js";
 import { Reason } from "../../gen/caracal/errors/v1/error_detail_pb.js";
-import { caracalError } from "../../interceptors/caracal-error.js";
+import { caracalError, type OutgoingDetail } from "../../interceptors/caracal-error.js";
 import { traceIdOf } from "../../interceptors/edge-verifier.js";
 import type { Logger } from "pino";
 import type { AuditEventInit, AuditSink } from "../../interceptors/audit-sink.js";
@@ -51,6 +51,7 @@ export class Decision {
     message: string,
     metadata?: Record<string, string>,
     recorded: AuditDecision.DENY | AuditDecision.STEP_UP = AuditDecision.DENY,
+    details?: readonly OutgoingDetail[],
   ): ConnectError {
     if (this.#event.zone === "") {
       // Nothing names a zone (an unparseable token): there is no ledger to file it in.
@@ -59,7 +60,7 @@ export class Decision {
       // The error's metadata (the resource, the missing scope…) says what was refused.
       this.#audit.record({ ...this.#event, decision: recorded, reason, attributes: { ...this.#event.attributes, ...metadata } });
     }
-    return caracalError(code, reason, message, { decisionId: this.id, metadata });
+    return caracalError(code, reason, message, { decisionId: this.id, metadata, ...(details ? { details } : {}) });
   }
 
   /**

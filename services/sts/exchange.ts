@@ -11,6 +11,8 @@ import type { ZoneRecord } from "../directory/zones.js";
 import { durationSeconds, identifier, invalidArgument, scopeList } from "../validation.js";
 import type { ApplicationRecord } from "../directory/applications.js";
 import type { AuthorizationRequestInput, SessionInput } from "../policy/policy-engine.js";
+import { spendApproval, type ApprovalRecord } from "../approval/approval-rows.js";
+import { checkApprovalProof, raiseApproval, type ApprovalBinding } from "../approval/step-up.js";
 import { consultPolicy } from "./consult-policy.js";
 import { Decision } from "./decision.js";
 import { actorsOf } from "../../interceptors/delegation-chain.js";
@@ -39,8 +41,8 @@ export async function exchange(
   const resources = [...new Set(request.resources.map((resource) => identifier(resource, "resources")))];
   const scopes = scopeList(request.scopes, "scopes");
   const requestedTtl = durationSeconds(request.ttl, "ttl", 24 * 3_600);
-  if (request.approval !== undefined) {
-    throw invalidArgument("approval", "step-up approvals are not enabled on this server");
+  if (request.approval !== undefined && !/^[0-9a-f-]{36}$/.test(request.approval.challengeId)) {
+    throw invalidArgument("approval.challenge_id", "is not a challenge id");
   }
 
   // Until the subject token is verified, a refusal is filed under the zone it
@@ -84,6 +86,20 @@ export async function exchange(
   const now = Math.floor(nowMs / 1000);
   const session: SessionInput = { sessionId: subject.sid, ageSeconds: Math.max(0, now - subject.iat), labels: subject.labels ?? {} };
   const chain = act ? actorsOf(act).map((actor) => actor.clientId ?? "") : [];
+  const binding = async (): Promise<ApprovalBinding> => ({
+    clientId: subject.client_id,
+    sessionId: subject.sid,
+    resources,
+    scopes,
+    policySetVersion: (await deps.policies.active(zone)).version,
+  });
+  let approval: ApprovalRecord | undefined;
+  if (request.approval) {
+    const checked = await checkApprovalProof(deps, zone.id, request.approval, await binding(), nowMs);
+    decision.note({ approvalId: request.approval.challengeId });
+    if (!("approvalId" in checked)) throw decision.refuse(checked.code, checked.reason, checked.message);
+    approval = checked;
+  }
   const questions = resources.flatMap((resource) =>
     scopes.map((scope): AuthorizationRequestInput => ({
       clientId: subject.client_id,
@@ -93,11 +109,18 @@ export async function exchange(
       session,
       delegationChain: chain,
       timeMs: nowMs,
-      approvalState: "unspecified",
-      approvalKind: "",
+      approvalState: approval ? "approved" : "unspecified",
+      approvalKind: approval?.stepUpKind ?? "",
     })),
   );
-  const policySetVersion = await consultPolicy(deps, zone, questions, decision);
+  const policySetVersion = await consultPolicy(deps, zone, questions, decision, {
+    // A held request raises an approval, unless this was the redemption of one.
+    ...(approval ? {} : { raise: async (held, version) => raiseApproval(deps, zone.id, { ...(await binding()), policySetVersion: version }, held, nowMs) }),
+  });
+  // Spent only now that policy allowed it, and only once however many redeem it at the same time.
+  if (approval && !(await spendApproval(deps.store, zone.id, approval.approvalId, new Date(nowMs)))) {
+    throw decision.refuse(Code.FailedPrecondition, Reason.APPROVAL_ALREADY_USED, "the approval was already redeemed; approvals are single-use");
+  }
 
   const lifetime = Math.min(requestedTtl ?? DEFAULT_RESOURCE_TTL_SECONDS, zone.maxResourceTtlSeconds, subject.exp - now);
   // Within the clock tolerance a session can verify yet have no time left to lend.

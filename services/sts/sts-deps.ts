@@ -23,6 +23,8 @@ export interface StsDeps {
   readonly policies: ActivePolicySets;
   /** Where the questions put to policy are kept for `SimulatePolicySet`. */
   readonly decisions: DecisionRecorder;
+  /** How long a step-up challenge stays open to decide and redeem. */
+  readonly approvalTtlMs: number;
   /** The clock, ms since the epoch. Injected so tests can freeze it. */
   readonly now: () => number;
 }

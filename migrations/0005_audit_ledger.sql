@@ -11,14 +11,17 @@ CREATE TABLE audit_events (
   time          timestamptz NOT NULL,
   type          smallint    NOT NULL,
   decision      smallint    NOT NULL,
+  -- Caller-chosen, so text. The ids Caracal makes are stored as uuid (16 bytes,
+  -- not 37); a value that is not a UUID is stored as a UUID-shaped digest of itself.
   request_id    text,
-  decision_id   text,
+  decision_id   uuid,
   client_id     text,
-  session_id    text,
-  root_session_id text,
+  session_id    uuid,
+  -- NULL when it is the session itself (most rows).
+  root_session_id uuid,
   resources     text[],
   -- The mandate issued or presented (its jti): joins an edge decision to its issuance.
-  mandate_id    text,
+  mandate_id    uuid,
   payload       bytea       NOT NULL,
   -- The previous row's hmac (32 zero bytes for the first row).
   prev_hash     bytea       NOT NULL,
@@ -28,7 +31,8 @@ CREATE TABLE audit_events (
 );
 -- At-least-once delivery becomes exactly-once rows.
 CREATE UNIQUE INDEX audit_events_event_id ON audit_events (event_id);
-CREATE INDEX audit_events_by_time ON audit_events (zone, time DESC, seq DESC);
+-- Ascending: new rows land at the right edge and pages fill; scanned backwards for newest first.
+CREATE INDEX audit_events_by_time ON audit_events (zone, time, seq);
 CREATE INDEX audit_events_by_request ON audit_events (request_id) WHERE request_id IS NOT NULL;
 CREATE INDEX audit_events_by_decision ON audit_events (decision_id) WHERE decision_id IS NOT NULL;
 CREATE INDEX audit_events_by_mandate ON audit_events (mandate_id) WHERE mandate_id IS NOT NULL;

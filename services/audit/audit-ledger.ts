@@ -29,12 +29,12 @@ export function filterColumns(event: AuditEvent) {
     type: event.type as number,
     decision: event.decision as number,
     request_id: event.requestId || null,
-    decision_id: event.decisionId || null,
+    decision_id: event.decisionId ? ledgerUuid(event.decisionId) : null,
     client_id: event.clientId || null,
-    session_id: event.sessionId || null,
-    root_session_id: event.rootSessionId || null,
+    session_id: event.sessionId ? ledgerUuid(event.sessionId) : null,
+    root_session_id: event.rootSessionId && event.rootSessionId !== event.sessionId ? ledgerUuid(event.rootSessionId) : null,
     resources: event.resources.length > 0 ? [...event.resources] : null,
-    mandate_id: event.mandateId || null,
+    mandate_id: event.mandateId ? ledgerUuid(event.mandateId) : null,
   };
 }
 
@@ -68,18 +68,19 @@ export function rowHmac(key: Buffer, prev: Buffer, zone: string, seq: number, pa
 }
 
 /**
- * The event id as the ledger keys it: producers use UUIDs; anything else is
- * mapped to a stable UUID-shaped digest, so a redelivery still de-duplicates.
+ * An id as the ledger's uuid columns hold it: Caracal's ids are UUIDs;
+ * anything else is mapped to a stable UUID-shaped digest of itself, so event
+ * ids still de-duplicate and filters on other ids still match.
  */
-export function ledgerEventId(eventId: string): string {
-  if (UUID.test(eventId)) return eventId.toLowerCase();
-  const h = createHash("sha256").update(eventId).digest("hex");
+export function ledgerUuid(id: string): string {
+  if (UUID.test(id)) return id.toLowerCase();
+  const h = createHash("sha256").update(id).digest("hex");
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20, 32)}`;
 }
 
 /** The key the ledger stores an event under: its id, or for an event without one, its content. */
 export function eventKey(event: AuditEvent, payload: Uint8Array): string {
-  return ledgerEventId(event.eventId || createHash("sha256").update(payload).digest("hex"));
+  return ledgerUuid(event.eventId || createHash("sha256").update(payload).digest("hex"));
 }
 
 /**
@@ -160,8 +161,8 @@ export class AuditLedger {
          SELECT zone, seq, event_id, time, type, decision, request_id, decision_id, client_id, session_id, root_session_id,
                 resources, mandate_id, decode(payload, 'hex'), decode(prev_hash, 'hex'), decode(hmac, 'hex')
          FROM jsonb_to_recordset($1::jsonb) AS r(zone text, seq bigint, event_id uuid, time timestamptz, type smallint,
-              decision smallint, request_id text, decision_id text, client_id text, session_id text, root_session_id text,
-              resources text[], mandate_id text, payload text, prev_hash text, hmac text)`,
+              decision smallint, request_id text, decision_id uuid, client_id text, session_id uuid, root_session_id uuid,
+              resources text[], mandate_id uuid, payload text, prev_hash text, hmac text)`,
         [JSON.stringify(rows)],
       );
       await tx.query(

@@ -3,6 +3,7 @@ import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { AuditEventSchema, type AuditEvent } from "../../gen/caracal/audit/v1/audit_event_pb.js";
 import type { AuditFilter, AuditRecordSchema } from "../../gen/caracal/audit/v1/audit_service_pb.js";
 import { identifier, invalidArgument, zoneSlug } from "../validation.js";
+import { ledgerUuid } from "./audit-ledger.js";
 
 /** A ledger row as the queries read it. */
 export interface AuditRow {
@@ -32,8 +33,6 @@ export function decodeEvent(row: Pick<AuditRow, "payload">): AuditEvent {
   return fromBinary(AuditEventSchema, row.payload);
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
 /**
  * A filter as SQL: the WHERE clause over `audit_events` and its parameters,
  * numbered from `$1`. `zone` is required; unset fields match everything.
@@ -50,15 +49,15 @@ export function filterSql(filter: AuditFilter | undefined, field = "filter"): { 
   if (filter.startTime) add((n) => `time >= ${n}`, timestampDate(filter.startTime));
   if (filter.endTime) add((n) => `time < ${n}`, timestampDate(filter.endTime));
   if (filter.clientId !== "") add((n) => `client_id = ${n}`, identifier(filter.clientId, `${field}.client_id`));
-  if (filter.sessionId !== "") add((n) => `(session_id = ${n} OR root_session_id = ${n})`, bounded(filter.sessionId, `${field}.session_id`));
+  if (filter.sessionId !== "") {
+    // A root session is stored only where it differs from the session itself.
+    add((n) => `(session_id = ${n}::uuid OR root_session_id = ${n}::uuid)`, ledgerUuid(bounded(filter.sessionId, `${field}.session_id`)));
+  }
   if (filter.decision !== 0) add((n) => `decision = ${n}`, filter.decision);
   if (filter.types.length > 0) add((n) => `type = ANY(${n}::smallint[])`, filter.types);
   if (filter.resource !== "") add((n) => `${n} = ANY(resources)`, identifier(filter.resource, `${field}.resource`));
   if (filter.requestId !== "") add((n) => `request_id = ${n}`, bounded(filter.requestId, `${field}.request_id`));
-  if (filter.decisionId !== "") {
-    if (!UUID.test(filter.decisionId)) throw invalidArgument(`${field}.decision_id`, "is not a decision id");
-    add((n) => `decision_id = ${n}`, filter.decisionId);
-  }
+  if (filter.decisionId !== "") add((n) => `decision_id = ${n}::uuid`, ledgerUuid(bounded(filter.decisionId, `${field}.decision_id`)));
   return { where: clauses.join(" AND "), params, zone };
 }
 

@@ -6,6 +6,7 @@ import { Reason } from "../../gen/caracal/errors/v1/error_detail_pb.js";
 import { caracalError } from "../../interceptors/caracal-error.js";
 import { invalidArgument, zoneSlug } from "../validation.js";
 import type { AuditDeps } from "./audit-deps.js";
+import { ledgerUuid } from "./audit-ledger.js";
 import { decodeEvent, RECORD_COLUMNS, recordMessage, type AuditRow } from "./audit-rows.js";
 
 const MAX_STEPS = 50;
@@ -35,7 +36,7 @@ export async function explain(deps: AuditDeps, request: ExplainRequest): Promise
   if (id === "" || id.length > 128) throw invalidArgument(column, "is required, at most 128 characters");
   const { rows: anchors } = await deps.store.query<AuditRow>(
     `SELECT ${RECORD_COLUMNS} FROM audit_events WHERE zone = $1 AND ${column} = $2 ORDER BY time, seq LIMIT ${MAX_STEPS}`,
-    [zone, id],
+    [zone, column === "decision_id" ? ledgerUuid(id) : id],
   );
   if (anchors.length === 0) throw caracalError(Code.NotFound, Reason.NOT_FOUND, `the ledger holds nothing for ${column} ${id} in zone ${zone}`);
 
@@ -45,9 +46,9 @@ export async function explain(deps: AuditDeps, request: ExplainRequest): Promise
   const { rows: issuances } = presented.length
     ? await deps.store.query<AuditRow>(
         `SELECT ${RECORD_COLUMNS} FROM audit_events
-         WHERE zone = $1 AND mandate_id = ANY($2::text[]) AND type = ${EventType.EXCHANGE} AND decision = ${AuditDecision.ALLOW}
+         WHERE zone = $1 AND mandate_id = ANY($2::uuid[]) AND type = ${EventType.EXCHANGE} AND decision = ${AuditDecision.ALLOW}
          ORDER BY time, seq LIMIT ${MAX_STEPS}`,
-        [zone, presented],
+        [zone, presented.map(ledgerUuid)],
       )
     : { rows: [] };
   const seen = new Set(anchors.map((r) => r.seq));

@@ -157,7 +157,11 @@ export class EdgeVerifier {
     const authority = { use: "resource" as const, resource: requirement.resource, scopes: requirement.scopes, allowedZones: this.#options.allowedZones };
     const cached = this.#cache?.get(token, this.#now());
     if (cached) {
-      checkAuthority(cached, authority);
+      try {
+        checkAuthority(cached, authority);
+      } catch (error) {
+        throw error instanceof MandateError ? error.withClaims(cached) : error;
+      }
       return { claims: cached };
     }
     const claims = await verifyMandate(token, {

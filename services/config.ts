@@ -2,7 +2,7 @@ import { isIP } from "node:net";
 import { parseKeyBytes, parseKeyEncryptionKey, type KeyEncryptionKey } from "./keys/key-encryption-key.js";
 
 /** The services `caracal serve` can run; `--only` picks a subset. */
-export const SERVICE_NAMES = ["sts", "policy", "audit", "revocation", "admin"] as const;
+export const SERVICE_NAMES = ["sts", "policy", "audit", "revocation", "admin", "probe"] as const;
 
 /** One of {@link SERVICE_NAMES}. */
 export type ServiceName = (typeof SERVICE_NAMES)[number];

@@ -14,7 +14,7 @@ import { decide, getApproval, listApprovalsPage } from "./approvals.js";
 import { createGrant, listGrantsPage, removeGrant } from "./grants.js";
 import { addResourceScopes, createResource, getResource, listResourcesPage } from "./resources.js";
 import { listZoneKeysOf, rotateZoneKey } from "./zone-keys.js";
-import { createZone, getZone, listZonesPage } from "./zones.js";
+import { createZone, deleteZone, getZone, listZonesPage } from "./zones.js";
 
 /**
  * `caracal.admin.v1.AdminService`. Every method's required scope is declared in
@@ -25,6 +25,7 @@ export function createAdminService(deps: AdminDeps): Partial<ServiceImpl<typeof 
     createZone: (request, ctx) => createZone(deps, request, ctx),
     getZone: (request) => getZone(deps, request),
     listZones: (request) => listZonesPage(deps, request),
+    deleteZone: (request, ctx) => deleteZone(deps, request, ctx),
     createApplication: (request, ctx) => createApplication(deps, request, ctx),
     getApplication: (request) => getApplication(deps, request),
     listApplications: (request) => listApplicationsPage(deps, request),

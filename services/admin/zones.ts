@@ -1,11 +1,14 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import type { HandlerContext } from "@connectrpc/connect";
+import { Code, type HandlerContext } from "@connectrpc/connect";
+import { Reason } from "../../gen/caracal/errors/v1/error_detail_pb.js";
+import { caracalError } from "../../interceptors/caracal-error.js";
+import { ADMIN_ZONE } from "../bootstrap.js";
 import type { ZoneSchema } from "../../gen/caracal/admin/v1/admin_pb.js";
-import type { CreateZoneRequest, GetZoneRequest, ListZonesRequest } from "../../gen/caracal/admin/v1/admin_service_pb.js";
+import type { CreateZoneRequest, DeleteZoneRequest, GetZoneRequest, ListZonesRequest } from "../../gen/caracal/admin/v1/admin_service_pb.js";
 import { insertZone, listZones, type ZoneRecord } from "../directory/zones.js";
 import { createInitialKeys } from "../keys/zone-keys.js";
-import { boundedText, durationSeconds, pageSize, pageToken, zoneSlug } from "../validation.js";
+import { boundedText, durationSeconds, invalidArgument, pageSize, pageToken, zoneSlug } from "../validation.js";
 import { changed, type AdminDeps } from "./admin-deps.js";
 import { requireZone } from "../directory/require-zone.js";
 
@@ -47,4 +50,19 @@ export async function listZonesPage(deps: AdminDeps, request: ListZonesRequest) 
     zones: page.map(zoneMessage),
     nextPageToken: zones.length > limit ? pageToken.encode(page.at(-1)!.slug) : "",
   };
+}
+
+/**
+ * `DeleteZone`: removes a zone and everything that belongs to it, in one
+ * statement (the schema cascades from `zones`). Its audit records stay in
+ * the ledger, which is keyed by slug. The admin zone holds Caracal's own
+ * admin plane and is never deleted.
+ */
+export async function deleteZone(deps: AdminDeps, request: DeleteZoneRequest, ctx: HandlerContext) {
+  const zone = await requireZone(deps.store, request.zone);
+  if (request.confirm !== zone.slug) throw invalidArgument("confirm", "must repeat the zone's slug");
+  if (zone.slug === ADMIN_ZONE) throw caracalError(Code.FailedPrecondition, Reason.INVALID_ARGUMENT, "the admin zone cannot be deleted", { metadata: { field: "zone" } });
+  await deps.store.query("DELETE FROM zones WHERE id = $1", [zone.id]);
+  changed(deps, ctx, { zone: zone.slug, action: "zone deleted" });
+  return {};
 }

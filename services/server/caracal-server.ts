@@ -29,6 +29,9 @@ import { CedarEngine } from "../policy/cedar-engine.js";
 import { DecisionRecorder } from "../policy/decision-recorder.js";
 import { createPolicyService } from "../policy/policy-service.js";
 import { createAuditService } from "../audit/audit-service.js";
+import { ProbeService } from "../../gen/caracal/probe/v1/probe_service_pb.js";
+import { createProbeService } from "../probe/probe-service.js";
+import { interceptorByService } from "./interceptor-by-service.js";
 import { startLedger } from "../audit/ledger-consumer.js";
 import type { StsDeps } from "../sts/sts-deps.js";
 import { serveHttp } from "./http-routes.js";
@@ -146,6 +149,7 @@ export async function startCaracalServer(options: CaracalServerOptions): Promise
     admin: createAdminService(deps),
     revocation: createRevocationService({ store, relay, audit: deps.audit, now, bus, draining: draining.signal }),
     policy: createPolicyService({ store, engine, policies, bus, audit: deps.audit, now }),
+    probe: createProbeService(),
     audit: auditKey ? createAuditService({ store, auditKey, draining: draining.signal }) : {},
   };
   const services: [DescService, ServiceImpl<DescService>][] = [
@@ -157,19 +161,32 @@ export async function startCaracalServer(options: CaracalServerOptions): Promise
   ];
   const interceptors = [
     ...serverInterceptors(log),
-    // Caracal's own admin plane is protected like any service: requirements
-    // come from the proto options; health checks are public.
-    edgeServerInterceptor({
-      keys: deps.keys.resolve,
-      allowedZones: [ADMIN_ZONE],
-      requirements: { [Health.typeName]: { public: true } },
-      audit: deps.audit,
-      // Operators must be able to revoke during a NATS outage, so the admin
-      // plane checks admin mandates against the last view it has rather than
-      // refusing while the view is stale; every other verifier fails closed.
-      revocations: { assertFresh: () => {}, isRevoked: (claims) => revocations.isRevoked(claims), onRevocation: (l) => revocations.onRevocation(l) },
-      now,
-    }),
+    interceptorByService(
+      {
+        // The probe checks mandates of any zone at its edge, as a user's service
+        // would, failing closed on a stale revocation view.
+        [ProbeService.typeName]: edgeServerInterceptor({
+          keys: deps.keys.resolve,
+          audit: deps.audit,
+          // Freshness is real elapsed time, whatever clock requests are judged by.
+          revocations: { assertFresh: () => revocations.assertFresh(Date.now()), isRevoked: (claims) => revocations.isRevoked(claims), onRevocation: (l) => revocations.onRevocation(l) },
+          now,
+        }),
+      },
+      // Caracal's own admin plane is protected like any service: requirements
+      // come from the proto options; health checks are public.
+      edgeServerInterceptor({
+        keys: deps.keys.resolve,
+        allowedZones: [ADMIN_ZONE],
+        requirements: { [Health.typeName]: { public: true } },
+        audit: deps.audit,
+        // Operators must be able to revoke during a NATS outage, so the admin
+        // plane checks admin mandates against the last view it has rather than
+        // refusing while the view is stale; every other verifier fails closed.
+        revocations: { assertFresh: () => {}, isRevoked: (claims) => revocations.isRevoked(claims), onRevocation: (l) => revocations.onRevocation(l) },
+        now,
+      }),
+    ),
   ];
 
   // gRPC over HTTP/2 is served by grpc-js, everything over HTTP/1.1 by

@@ -19,7 +19,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file caracal/admin/v1/admin_service.proto.
  */
 export const file_caracal_admin_v1_admin_service: GenFile = /*@__PURE__*/
-  fileDesc("CiRjYXJhY2FsL2FkbWluL3YxL2FkbWluX3NlcnZpY2UucHJvdG8SEGNhcmFjYWwuYWRtaW4udjEiawoRQ3JlYXRlWm9uZVJlcXVlc3QSDAoEem9uZRgBIAEoCRIUCgxkaXNwbGF5X25hbWUYAiABKAkSMgoPbWF4X3Nlc3Npb25fdHRsGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIjoKEkNyZWF0ZVpvbmVSZXNwb25zZRIkCgR6b25lGAEgASgLMhYuY2FyYWNhbC5hZG1pbi52MS5ab25lIh4KDkdldFpvbmVSZXF1ZXN0EgwKBHpvbmUYASABKAkiNwoPR2V0Wm9uZVJlc3BvbnNlEiQKBHpvbmUYASABKAsyFi5jYXJhY2FsLmFkbWluLnYxLlpvbmUiOQoQTGlzdFpvbmVzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJTChFMaXN0Wm9uZXNSZXNwb25zZRIlCgV6b25lcxgBIAMoCzIWLmNhcmFjYWwuYWRtaW4udjEuWm9uZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkisAIKGENyZWF0ZUFwcGxpY2F0aW9uUmVxdWVzdBIMCgR6b25lGAEgASgJEhEKCWNsaWVudF9pZBgCIAEoCRIUCgxkaXNwbGF5X25hbWUYAyABKAkSRgoGbGFiZWxzGAQgAygLMjYuY2FyYWNhbC5hZG1pbi52MS5DcmVhdGVBcHBsaWNhdGlvblJlcXVlc3QuTGFiZWxzRW50cnkSOQoPY3JlZGVudGlhbF9raW5kGAUgASgOMiAuY2FyYWNhbC5hZG1pbi52MS5DcmVkZW50aWFsS2luZBIrCgpwdWJsaWNfa2V5GAYgASgLMhcuY2FyYWNhbC5tYW5kYXRlLnYxLkp3axotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBImYKGUNyZWF0ZUFwcGxpY2F0aW9uUmVzcG9uc2USMgoLYXBwbGljYXRpb24YASABKAsyHS5jYXJhY2FsLmFkbWluLnYxLkFwcGxpY2F0aW9uEhUKDWNsaWVudF9zZWNyZXQYAiABKAkiOAoVR2V0QXBwbGljYXRpb25SZXF1ZXN0EgwKBHpvbmUYASABKAkSEQoJY2xpZW50X2lkGAIgASgJIkwKFkdldEFwcGxpY2F0aW9uUmVzcG9uc2USMgoLYXBwbGljYXRpb24YASABKAsyHS5jYXJhY2FsLmFkbWluLnYxLkFwcGxpY2F0aW9uIk4KF0xpc3RBcHBsaWNhdGlvbnNSZXF1ZXN0EgwKBHpvbmUYASABKAkSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkiaAoYTGlzdEFwcGxpY2F0aW9uc1Jlc3BvbnNlEjMKDGFwcGxpY2F0aW9ucxgBIAMoCzIdLmNhcmFjYWwuYWRtaW4udjEuQXBwbGljYXRpb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjwKGURpc2FibGVBcHBsaWNhdGlvblJlcXVlc3QSDAoEem9uZRgBIAEoCRIRCgljbGllbnRfaWQYAiABKAkiUAoaRGlzYWJsZUFwcGxpY2F0aW9uUmVzcG9uc2USMgoLYXBwbGljYXRpb24YASABKAsyHS5jYXJhY2FsLmFkbWluLnYxLkFwcGxpY2F0aW9uIm0KHlJvdGF0ZUFwcGxpY2F0aW9uU2VjcmV0UmVxdWVzdBIMCgR6b25lGAEgASgJEhEKCWNsaWVudF9pZBgCIAEoCRIqCgdvdmVybGFwGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uImwKH1JvdGF0ZUFwcGxpY2F0aW9uU2VjcmV0UmVzcG9uc2USMgoLYXBwbGljYXRpb24YASABKAsyHS5jYXJhY2FsLmFkbWluLnYxLkFwcGxpY2F0aW9uEhUKDWNsaWVudF9zZWNyZXQYAiABKAkiaAoYQWRkQXBwbGljYXRpb25LZXlSZXF1ZXN0EgwKBHpvbmUYASABKAkSEQoJY2xpZW50X2lkGAIgASgJEisKCnB1YmxpY19rZXkYAyABKAsyFy5jYXJhY2FsLm1hbmRhdGUudjEuSndrIk8KGUFkZEFwcGxpY2F0aW9uS2V5UmVzcG9uc2USMgoLYXBwbGljYXRpb24YASABKAsyHS5jYXJhY2FsLmFkbWluLnYxLkFwcGxpY2F0aW9uIk4KG1JlbW92ZUFwcGxpY2F0aW9uS2V5UmVxdWVzdBIMCgR6b25lGAEgASgJEhEKCWNsaWVudF9pZBgCIAEoCRIOCgZrZXlfaWQYAyABKAkiUgocUmVtb3ZlQXBwbGljYXRpb25LZXlSZXNwb25zZRIyCgthcHBsaWNhdGlvbhgBIAEoCzIdLmNhcmFjYWwuYWRtaW4udjEuQXBwbGljYXRpb24igwEKFUNyZWF0ZVJlc291cmNlUmVxdWVzdBIMCgR6b25lGAEgASgJEhMKC3Jlc291cmNlX2lkGAIgASgJEhQKDGRpc3BsYXlfbmFtZRgDIAEoCRIxCgZzY29wZXMYBCADKAsyIS5jYXJhY2FsLmFkbWluLnYxLlNjb3BlRGVmaW5pdGlvbiJGChZDcmVhdGVSZXNvdXJjZVJlc3BvbnNlEiwKCHJlc291cmNlGAEgASgLMhouY2FyYWNhbC5hZG1pbi52MS5SZXNvdXJjZSI3ChJHZXRSZXNvdXJjZVJlcXVlc3QSDAoEem9uZRgBIAEoCRITCgtyZXNvdXJjZV9pZBgCIAEoCSJDChNHZXRSZXNvdXJjZVJlc3BvbnNlEiwKCHJlc291cmNlGAEgASgLMhouY2FyYWNhbC5hZG1pbi52MS5SZXNvdXJjZSJLChRMaXN0UmVzb3VyY2VzUmVxdWVzdBIMCgR6b25lGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJIl8KFUxpc3RSZXNvdXJjZXNSZXNwb25zZRItCglyZXNvdXJjZXMYASADKAsyGi5jYXJhY2FsLmFkbWluLnYxLlJlc291cmNlEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJwChhBZGRSZXNvdXJjZVNjb3Blc1JlcXVlc3QSDAoEem9uZRgBIAEoCRITCgtyZXNvdXJjZV9pZBgCIAEoCRIxCgZzY29wZXMYAyADKAsyIS5jYXJhY2FsLmFkbWluLnYxLlNjb3BlRGVmaW5pdGlvbiJJChlBZGRSZXNvdXJjZVNjb3Blc1Jlc3BvbnNlEiwKCHJlc291cmNlGAEgASgLMhouY2FyYWNhbC5hZG1pbi52MS5SZXNvdXJjZSJaChJDcmVhdGVHcmFudFJlcXVlc3QSDAoEem9uZRgBIAEoCRIRCgljbGllbnRfaWQYAiABKAkSEwoLcmVzb3VyY2VfaWQYAyABKAkSDgoGc2NvcGVzGAQgAygJIj0KE0NyZWF0ZUdyYW50UmVzcG9uc2USJgoFZ3JhbnQYASABKAsyFy5jYXJhY2FsLmFkbWluLnYxLkdyYW50InAKEUxpc3RHcmFudHNSZXF1ZXN0EgwKBHpvbmUYASABKAkSEQoJY2xpZW50X2lkGAIgASgJEhMKC3Jlc291cmNlX2lkGAMgASgJEhEKCXBhZ2Vfc2l6ZRgEIAEoBRISCgpwYWdlX3Rva2VuGAUgASgJIlYKEkxpc3RHcmFudHNSZXNwb25zZRInCgZncmFudHMYASADKAsyFy5jYXJhY2FsLmFkbWluLnYxLkdyYW50EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI0ChJEZWxldGVHcmFudFJlcXVlc3QSDAoEem9uZRgBIAEoCRIQCghncmFudF9pZBgCIAEoCSIVChNEZWxldGVHcmFudFJlc3BvbnNlIiQKFFJvdGF0ZVpvbmVLZXlSZXF1ZXN0EgwKBHpvbmUYASABKAkimQEKFVJvdGF0ZVpvbmVLZXlSZXNwb25zZRIqCgdjdXJyZW50GAEgASgLMhkuY2FyYWNhbC5hZG1pbi52MS5ab25lS2V5EisKCHByZXZpb3VzGAIgASgLMhkuY2FyYWNhbC5hZG1pbi52MS5ab25lS2V5EicKBG5leHQYAyABKAsyGS5jYXJhY2FsLmFkbWluLnYxLlpvbmVLZXkiPAoTTGlzdFpvbmVLZXlzUmVxdWVzdBIMCgR6b25lGAEgASgJEhcKD2luY2x1ZGVfcmV0aXJlZBgCIAEoCCI/ChRMaXN0Wm9uZUtleXNSZXNwb25zZRInCgRrZXlzGAEgAygLMhkuY2FyYWNhbC5hZG1pbi52MS5ab25lS2V5In4KFExpc3RBcHByb3ZhbHNSZXF1ZXN0EgwKBHpvbmUYASABKAkSMQoFc3RhdGUYAiABKA4yIi5jYXJhY2FsLmFwcHJvdmFsLnYxLkFwcHJvdmFsU3RhdGUSEQoJcGFnZV9zaXplGAMgASgFEhIKCnBhZ2VfdG9rZW4YBCABKAkiYgoVTGlzdEFwcHJvdmFsc1Jlc3BvbnNlEjAKCWFwcHJvdmFscxgBIAMoCzIdLmNhcmFjYWwuYXBwcm92YWwudjEuQXBwcm92YWwSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjcKEkdldEFwcHJvdmFsUmVxdWVzdBIMCgR6b25lGAEgASgJEhMKC2FwcHJvdmFsX2lkGAIgASgJIkYKE0dldEFwcHJvdmFsUmVzcG9uc2USLwoIYXBwcm92YWwYASABKAsyHS5jYXJhY2FsLmFwcHJvdmFsLnYxLkFwcHJvdmFsIkMKDkFwcHJvdmVSZXF1ZXN0EgwKBHpvbmUYASABKAkSEwoLYXBwcm92YWxfaWQYAiABKAkSDgoGcmVhc29uGAMgASgJIkIKD0FwcHJvdmVSZXNwb25zZRIvCghhcHByb3ZhbBgBIAEoCzIdLmNhcmFjYWwuYXBwcm92YWwudjEuQXBwcm92YWwiQgoNUmVqZWN0UmVxdWVzdBIMCgR6b25lGAEgASgJEhMKC2FwcHJvdmFsX2lkGAIgASgJEg4KBnJlYXNvbhgDIAEoCSJBCg5SZWplY3RSZXNwb25zZRIvCghhcHByb3ZhbBgBIAEoCzIdLmNhcmFjYWwuYXBwcm92YWwudjEuQXBwcm92YWwy8xcKDEFkbWluU2VydmljZRJ5CgpDcmVhdGVab25lEiMuY2FyYWNhbC5hZG1pbi52MS5DcmVhdGVab25lUmVxdWVzdBokLmNhcmFjYWwuYWRtaW4udjEuQ3JlYXRlWm9uZVJlc3BvbnNlIiDq3RkcCg1jYXJhY2FsLWFkbWluEgthZG1pbi53cml0ZRJvCgdHZXRab25lEiAuY2FyYWNhbC5hZG1pbi52MS5HZXRab25lUmVxdWVzdBohLmNhcmFjYWwuYWRtaW4udjEuR2V0Wm9uZVJlc3BvbnNlIh/q3RkbCg1jYXJhY2FsLWFkbWluEgphZG1pbi5yZWFkEnUKCUxpc3Rab25lcxIiLmNhcmFjYWwuYWRtaW4udjEuTGlzdFpvbmVzUmVxdWVzdBojLmNhcmFjYWwuYWRtaW4udjEuTGlzdFpvbmVzUmVzcG9uc2UiH+rdGRsKDWNhcmFjYWwtYWRtaW4SCmFkbWluLnJlYWQSjgEKEUNyZWF0ZUFwcGxpY2F0aW9uEiouY2FyYWNhbC5hZG1pbi52MS5DcmVhdGVBcHBsaWNhdGlvblJlcXVlc3QaKy5jYXJhY2FsLmFkbWluLnYxLkNyZWF0ZUFwcGxpY2F0aW9uUmVzcG9uc2UiIOrdGRwKDWNhcmFjYWwtYWRtaW4SC2FkbWluLndyaXRlEoQBCg5HZXRBcHBsaWNhdGlvbhInLmNhcmFjYWwuYWRtaW4udjEuR2V0QXBwbGljYXRpb25SZXF1ZXN0GiguY2FyYWNhbC5hZG1pbi52MS5HZXRBcHBsaWNhdGlvblJlc3BvbnNlIh/q3RkbCg1jYXJhY2FsLWFkbWluEgphZG1pbi5yZWFkEooBChBMaXN0QXBwbGljYXRpb25zEikuY2FyYWNhbC5hZG1pbi52MS5MaXN0QXBwbGljYXRpb25zUmVxdWVzdBoqLmNhcmFjYWwuYWRtaW4udjEuTGlzdEFwcGxpY2F0aW9uc1Jlc3BvbnNlIh/q3RkbCg1jYXJhY2FsLWFkbWluEgphZG1pbi5yZWFkEpEBChJEaXNhYmxlQXBwbGljYXRpb24SKy5jYXJhY2FsLmFkbWluLnYxLkRpc2FibGVBcHBsaWNhdGlvblJlcXVlc3QaLC5jYXJhY2FsLmFkbWluLnYxLkRpc2FibGVBcHBsaWNhdGlvblJlc3BvbnNlIiDq3RkcCg1jYXJhY2FsLWFkbWluEgthZG1pbi53cml0ZRKgAQoXUm90YXRlQXBwbGljYXRpb25TZWNyZXQSMC5jYXJhY2FsLmFkbWluLnYxLlJvdGF0ZUFwcGxpY2F0aW9uU2VjcmV0UmVxdWVzdBoxLmNhcmFjYWwuYWRtaW4udjEuUm90YXRlQXBwbGljYXRpb25TZWNyZXRSZXNwb25zZSIg6t0ZHAoNY2FyYWNhbC1hZG1pbhILYWRtaW4ud3JpdGUSjgEKEUFkZEFwcGxpY2F0aW9uS2V5EiouY2FyYWNhbC5hZG1pbi52MS5BZGRBcHBsaWNhdGlvbktleVJlcXVlc3QaKy5jYXJhY2FsLmFkbWluLnYxLkFkZEFwcGxpY2F0aW9uS2V5UmVzcG9uc2UiIOrdGRwKDWNhcmFjYWwtYWRtaW4SC2FkbWluLndyaXRlEpcBChRSZW1vdmVBcHBsaWNhdGlvbktleRItLmNhcmFjYWwuYWRtaW4udjEuUmVtb3ZlQXBwbGljYXRpb25LZXlSZXF1ZXN0Gi4uY2FyYWNhbC5hZG1pbi52MS5SZW1vdmVBcHBsaWNhdGlvbktleVJlc3BvbnNlIiDq3RkcCg1jYXJhY2FsLWFkbWluEgthZG1pbi53cml0ZRKFAQoOQ3JlYXRlUmVzb3VyY2USJy5jYXJhY2FsLmFkbWluLnYxLkNyZWF0ZVJlc291cmNlUmVxdWVzdBooLmNhcmFjYWwuYWRtaW4udjEuQ3JlYXRlUmVzb3VyY2VSZXNwb25zZSIg6t0ZHAoNY2FyYWNhbC1hZG1pbhILYWRtaW4ud3JpdGUSewoLR2V0UmVzb3VyY2USJC5jYXJhY2FsLmFkbWluLnYxLkdldFJlc291cmNlUmVxdWVzdBolLmNhcmFjYWwuYWRtaW4udjEuR2V0UmVzb3VyY2VSZXNwb25zZSIf6t0ZGwoNY2FyYWNhbC1hZG1pbhIKYWRtaW4ucmVhZBKBAQoNTGlzdFJlc291cmNlcxImLmNhcmFjYWwuYWRtaW4udjEuTGlzdFJlc291cmNlc1JlcXVlc3QaJy5jYXJhY2FsLmFkbWluLnYxLkxpc3RSZXNvdXJjZXNSZXNwb25zZSIf6t0ZGwoNY2FyYWNhbC1hZG1pbhIKYWRtaW4ucmVhZBKOAQoRQWRkUmVzb3VyY2VTY29wZXMSKi5jYXJhY2FsLmFkbWluLnYxLkFkZFJlc291cmNlU2NvcGVzUmVxdWVzdBorLmNhcmFjYWwuYWRtaW4udjEuQWRkUmVzb3VyY2VTY29wZXNSZXNwb25zZSIg6t0ZHAoNY2FyYWNhbC1hZG1pbhILYWRtaW4ud3JpdGUSfAoLQ3JlYXRlR3JhbnQSJC5jYXJhY2FsLmFkbWluLnYxLkNyZWF0ZUdyYW50UmVxdWVzdBolLmNhcmFjYWwuYWRtaW4udjEuQ3JlYXRlR3JhbnRSZXNwb25zZSIg6t0ZHAoNY2FyYWNhbC1hZG1pbhILYWRtaW4ud3JpdGUSeAoKTGlzdEdyYW50cxIjLmNhcmFjYWwuYWRtaW4udjEuTGlzdEdyYW50c1JlcXVlc3QaJC5jYXJhY2FsLmFkbWluLnYxLkxpc3RHcmFudHNSZXNwb25zZSIf6t0ZGwoNY2FyYWNhbC1hZG1pbhIKYWRtaW4ucmVhZBJ8CgtEZWxldGVHcmFudBIkLmNhcmFjYWwuYWRtaW4udjEuRGVsZXRlR3JhbnRSZXF1ZXN0GiUuY2FyYWNhbC5hZG1pbi52MS5EZWxldGVHcmFudFJlc3BvbnNlIiDq3RkcCg1jYXJhY2FsLWFkbWluEgthZG1pbi53cml0ZRKCAQoNUm90YXRlWm9uZUtleRImLmNhcmFjYWwuYWRtaW4udjEuUm90YXRlWm9uZUtleVJlcXVlc3QaJy5jYXJhY2FsLmFkbWluLnYxLlJvdGF0ZVpvbmVLZXlSZXNwb25zZSIg6t0ZHAoNY2FyYWNhbC1hZG1pbhILYWRtaW4ud3JpdGUSfgoMTGlzdFpvbmVLZXlzEiUuY2FyYWNhbC5hZG1pbi52MS5MaXN0Wm9uZUtleXNSZXF1ZXN0GiYuY2FyYWNhbC5hZG1pbi52MS5MaXN0Wm9uZUtleXNSZXNwb25zZSIf6t0ZGwoNY2FyYWNhbC1hZG1pbhIKYWRtaW4ucmVhZBKBAQoNTGlzdEFwcHJvdmFscxImLmNhcmFjYWwuYWRtaW4udjEuTGlzdEFwcHJvdmFsc1JlcXVlc3QaJy5jYXJhY2FsLmFkbWluLnYxLkxpc3RBcHByb3ZhbHNSZXNwb25zZSIf6t0ZGwoNY2FyYWNhbC1hZG1pbhIKYWRtaW4ucmVhZBJ7CgtHZXRBcHByb3ZhbBIkLmNhcmFjYWwuYWRtaW4udjEuR2V0QXBwcm92YWxSZXF1ZXN0GiUuY2FyYWNhbC5hZG1pbi52MS5HZXRBcHByb3ZhbFJlc3BvbnNlIh/q3RkbCg1jYXJhY2FsLWFkbWluEgphZG1pbi5yZWFkEnIKB0FwcHJvdmUSIC5jYXJhY2FsLmFkbWluLnYxLkFwcHJvdmVSZXF1ZXN0GiEuY2FyYWNhbC5hZG1pbi52MS5BcHByb3ZlUmVzcG9uc2UiIurdGR4KDWNhcmFjYWwtYWRtaW4SDWFkbWluLmFwcHJvdmUSbwoGUmVqZWN0Eh8uY2FyYWNhbC5hZG1pbi52MS5SZWplY3RSZXF1ZXN0GiAuY2FyYWNhbC5hZG1pbi52MS5SZWplY3RSZXNwb25zZSIi6t0ZHgoNY2FyYWNhbC1hZG1pbhINYWRtaW4uYXBwcm92ZWIGcHJvdG8z", [file_caracal_admin_v1_admin, file_caracal_approval_v1_approval, file_caracal_mandate_v1_mandate, file_caracal_mandate_v1_options, file_google_protobuf_duration]);
+  fileDesc("CiRjYXJhY2FsL2FkbWluL3YxL2FkbWluX3NlcnZpY2UucHJvdG8SEGNhcmFjYWwuYWRtaW4udjEiawoRQ3JlYXRlWm9uZVJlcXVlc3QSDAoEem9uZRgBIAEoCRIUCgxkaXNwbGF5X25hbWUYAiABKAkSMgoPbWF4X3Nlc3Npb25fdHRsGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIjoKEkNyZWF0ZVpvbmVSZXNwb25zZRIkCgR6b25lGAEgASgLMhYuY2FyYWNhbC5hZG1pbi52MS5ab25lIh4KDkdldFpvbmVSZXF1ZXN0EgwKBHpvbmUYASABKAkiNwoPR2V0Wm9uZVJlc3BvbnNlEiQKBHpvbmUYASABKAsyFi5jYXJhY2FsLmFkbWluLnYxLlpvbmUiMgoRRGVsZXRlWm9uZVJlcXVlc3QSDAoEem9uZRgBIAEoCRIPCgdjb25maXJtGAIgASgJIhQKEkRlbGV0ZVpvbmVSZXNwb25zZSI5ChBMaXN0Wm9uZXNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJIlMKEUxpc3Rab25lc1Jlc3BvbnNlEiUKBXpvbmVzGAEgAygLMhYuY2FyYWNhbC5hZG1pbi52MS5ab25lEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSKwAgoYQ3JlYXRlQXBwbGljYXRpb25SZXF1ZXN0EgwKBHpvbmUYASABKAkSEQoJY2xpZW50X2lkGAIgASgJEhQKDGRpc3BsYXlfbmFtZRgDIAEoCRJGCgZsYWJlbHMYBCADKAsyNi5jYXJhY2FsLmFkbWluLnYxLkNyZWF0ZUFwcGxpY2F0aW9uUmVxdWVzdC5MYWJlbHNFbnRyeRI5Cg9jcmVkZW50aWFsX2tpbmQYBSABKA4yIC5jYXJhY2FsLmFkbWluLnYxLkNyZWRlbnRpYWxLaW5kEisKCnB1YmxpY19rZXkYBiABKAsyFy5jYXJhY2FsLm1hbmRhdGUudjEuSndrGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiZgoZQ3JlYXRlQXBwbGljYXRpb25SZXNwb25zZRIyCgthcHBsaWNhdGlvbhgBIAEoCzIdLmNhcmFjYWwuYWRtaW4udjEuQXBwbGljYXRpb24SFQoNY2xpZW50X3NlY3JldBgCIAEoCSI4ChVHZXRBcHBsaWNhdGlvblJlcXVlc3QSDAoEem9uZRgBIAEoCRIRCgljbGllbnRfaWQYAiABKAkiTAoWR2V0QXBwbGljYXRpb25SZXNwb25zZRIyCgthcHBsaWNhdGlvbhgBIAEoCzIdLmNhcmFjYWwuYWRtaW4udjEuQXBwbGljYXRpb24iTgoXTGlzdEFwcGxpY2F0aW9uc1JlcXVlc3QSDAoEem9uZRgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCSJoChhMaXN0QXBwbGljYXRpb25zUmVzcG9uc2USMwoMYXBwbGljYXRpb25zGAEgAygLMh0uY2FyYWNhbC5hZG1pbi52MS5BcHBsaWNhdGlvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiPAoZRGlzYWJsZUFwcGxpY2F0aW9uUmVxdWVzdBIMCgR6b25lGAEgASgJEhEKCWNsaWVudF9pZBgCIAEoCSJQChpEaXNhYmxlQXBwbGljYXRpb25SZXNwb25zZRIyCgthcHBsaWNhdGlvbhgBIAEoCzIdLmNhcmFjYWwuYWRtaW4udjEuQXBwbGljYXRpb24ibQoeUm90YXRlQXBwbGljYXRpb25TZWNyZXRSZXF1ZXN0EgwKBHpvbmUYASABKAkSEQoJY2xpZW50X2lkGAIgASgJEioKB292ZXJsYXAYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24ibAofUm90YXRlQXBwbGljYXRpb25TZWNyZXRSZXNwb25zZRIyCgthcHBsaWNhdGlvbhgBIAEoCzIdLmNhcmFjYWwuYWRtaW4udjEuQXBwbGljYXRpb24SFQoNY2xpZW50X3NlY3JldBgCIAEoCSJoChhBZGRBcHBsaWNhdGlvbktleVJlcXVlc3QSDAoEem9uZRgBIAEoCRIRCgljbGllbnRfaWQYAiABKAkSKwoKcHVibGljX2tleRgDIAEoCzIXLmNhcmFjYWwubWFuZGF0ZS52MS5Kd2siTwoZQWRkQXBwbGljYXRpb25LZXlSZXNwb25zZRIyCgthcHBsaWNhdGlvbhgBIAEoCzIdLmNhcmFjYWwuYWRtaW4udjEuQXBwbGljYXRpb24iTgobUmVtb3ZlQXBwbGljYXRpb25LZXlSZXF1ZXN0EgwKBHpvbmUYASABKAkSEQoJY2xpZW50X2lkGAIgASgJEg4KBmtleV9pZBgDIAEoCSJSChxSZW1vdmVBcHBsaWNhdGlvbktleVJlc3BvbnNlEjIKC2FwcGxpY2F0aW9uGAEgASgLMh0uY2FyYWNhbC5hZG1pbi52MS5BcHBsaWNhdGlvbiKDAQoVQ3JlYXRlUmVzb3VyY2VSZXF1ZXN0EgwKBHpvbmUYASABKAkSEwoLcmVzb3VyY2VfaWQYAiABKAkSFAoMZGlzcGxheV9uYW1lGAMgASgJEjEKBnNjb3BlcxgEIAMoCzIhLmNhcmFjYWwuYWRtaW4udjEuU2NvcGVEZWZpbml0aW9uIkYKFkNyZWF0ZVJlc291cmNlUmVzcG9uc2USLAoIcmVzb3VyY2UYASABKAsyGi5jYXJhY2FsLmFkbWluLnYxLlJlc291cmNlIjcKEkdldFJlc291cmNlUmVxdWVzdBIMCgR6b25lGAEgASgJEhMKC3Jlc291cmNlX2lkGAIgASgJIkMKE0dldFJlc291cmNlUmVzcG9uc2USLAoIcmVzb3VyY2UYASABKAsyGi5jYXJhY2FsLmFkbWluLnYxLlJlc291cmNlIksKFExpc3RSZXNvdXJjZXNSZXF1ZXN0EgwKBHpvbmUYASABKAkSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkiXwoVTGlzdFJlc291cmNlc1Jlc3BvbnNlEi0KCXJlc291cmNlcxgBIAMoCzIaLmNhcmFjYWwuYWRtaW4udjEuUmVzb3VyY2USFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJInAKGEFkZFJlc291cmNlU2NvcGVzUmVxdWVzdBIMCgR6b25lGAEgASgJEhMKC3Jlc291cmNlX2lkGAIgASgJEjEKBnNjb3BlcxgDIAMoCzIhLmNhcmFjYWwuYWRtaW4udjEuU2NvcGVEZWZpbml0aW9uIkkKGUFkZFJlc291cmNlU2NvcGVzUmVzcG9uc2USLAoIcmVzb3VyY2UYASABKAsyGi5jYXJhY2FsLmFkbWluLnYxLlJlc291cmNlIloKEkNyZWF0ZUdyYW50UmVxdWVzdBIMCgR6b25lGAEgASgJEhEKCWNsaWVudF9pZBgCIAEoCRITCgtyZXNvdXJjZV9pZBgDIAEoCRIOCgZzY29wZXMYBCADKAkiPQoTQ3JlYXRlR3JhbnRSZXNwb25zZRImCgVncmFudBgBIAEoCzIXLmNhcmFjYWwuYWRtaW4udjEuR3JhbnQicAoRTGlzdEdyYW50c1JlcXVlc3QSDAoEem9uZRgBIAEoCRIRCgljbGllbnRfaWQYAiABKAkSEwoLcmVzb3VyY2VfaWQYAyABKAkSEQoJcGFnZV9zaXplGAQgASgFEhIKCnBhZ2VfdG9rZW4YBSABKAkiVgoSTGlzdEdyYW50c1Jlc3BvbnNlEicKBmdyYW50cxgBIAMoCzIXLmNhcmFjYWwuYWRtaW4udjEuR3JhbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjQKEkRlbGV0ZUdyYW50UmVxdWVzdBIMCgR6b25lGAEgASgJEhAKCGdyYW50X2lkGAIgASgJIhUKE0RlbGV0ZUdyYW50UmVzcG9uc2UiJAoUUm90YXRlWm9uZUtleVJlcXVlc3QSDAoEem9uZRgBIAEoCSKZAQoVUm90YXRlWm9uZUtleVJlc3BvbnNlEioKB2N1cnJlbnQYASABKAsyGS5jYXJhY2FsLmFkbWluLnYxLlpvbmVLZXkSKwoIcHJldmlvdXMYAiABKAsyGS5jYXJhY2FsLmFkbWluLnYxLlpvbmVLZXkSJwoEbmV4dBgDIAEoCzIZLmNhcmFjYWwuYWRtaW4udjEuWm9uZUtleSI8ChNMaXN0Wm9uZUtleXNSZXF1ZXN0EgwKBHpvbmUYASABKAkSFwoPaW5jbHVkZV9yZXRpcmVkGAIgASgIIj8KFExpc3Rab25lS2V5c1Jlc3BvbnNlEicKBGtleXMYASADKAsyGS5jYXJhY2FsLmFkbWluLnYxLlpvbmVLZXkifgoUTGlzdEFwcHJvdmFsc1JlcXVlc3QSDAoEem9uZRgBIAEoCRIxCgVzdGF0ZRgCIAEoDjIiLmNhcmFjYWwuYXBwcm92YWwudjEuQXBwcm92YWxTdGF0ZRIRCglwYWdlX3NpemUYAyABKAUSEgoKcGFnZV90b2tlbhgEIAEoCSJiChVMaXN0QXBwcm92YWxzUmVzcG9uc2USMAoJYXBwcm92YWxzGAEgAygLMh0uY2FyYWNhbC5hcHByb3ZhbC52MS5BcHByb3ZhbBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiNwoSR2V0QXBwcm92YWxSZXF1ZXN0EgwKBHpvbmUYASABKAkSEwoLYXBwcm92YWxfaWQYAiABKAkiRgoTR2V0QXBwcm92YWxSZXNwb25zZRIvCghhcHByb3ZhbBgBIAEoCzIdLmNhcmFjYWwuYXBwcm92YWwudjEuQXBwcm92YWwiQwoOQXBwcm92ZVJlcXVlc3QSDAoEem9uZRgBIAEoCRITCgthcHByb3ZhbF9pZBgCIAEoCRIOCgZyZWFzb24YAyABKAkiQgoPQXBwcm92ZVJlc3BvbnNlEi8KCGFwcHJvdmFsGAEgASgLMh0uY2FyYWNhbC5hcHByb3ZhbC52MS5BcHByb3ZhbCJCCg1SZWplY3RSZXF1ZXN0EgwKBHpvbmUYASABKAkSEwoLYXBwcm92YWxfaWQYAiABKAkSDgoGcmVhc29uGAMgASgJIkEKDlJlamVjdFJlc3BvbnNlEi8KCGFwcHJvdmFsGAEgASgLMh0uY2FyYWNhbC5hcHByb3ZhbC52MS5BcHByb3ZhbDLuGAoMQWRtaW5TZXJ2aWNlEnkKCkNyZWF0ZVpvbmUSIy5jYXJhY2FsLmFkbWluLnYxLkNyZWF0ZVpvbmVSZXF1ZXN0GiQuY2FyYWNhbC5hZG1pbi52MS5DcmVhdGVab25lUmVzcG9uc2UiIOrdGRwKDWNhcmFjYWwtYWRtaW4SC2FkbWluLndyaXRlEm8KB0dldFpvbmUSIC5jYXJhY2FsLmFkbWluLnYxLkdldFpvbmVSZXF1ZXN0GiEuY2FyYWNhbC5hZG1pbi52MS5HZXRab25lUmVzcG9uc2UiH+rdGRsKDWNhcmFjYWwtYWRtaW4SCmFkbWluLnJlYWQSdQoJTGlzdFpvbmVzEiIuY2FyYWNhbC5hZG1pbi52MS5MaXN0Wm9uZXNSZXF1ZXN0GiMuY2FyYWNhbC5hZG1pbi52MS5MaXN0Wm9uZXNSZXNwb25zZSIf6t0ZGwoNY2FyYWNhbC1hZG1pbhIKYWRtaW4ucmVhZBJ5CgpEZWxldGVab25lEiMuY2FyYWNhbC5hZG1pbi52MS5EZWxldGVab25lUmVxdWVzdBokLmNhcmFjYWwuYWRtaW4udjEuRGVsZXRlWm9uZVJlc3BvbnNlIiDq3RkcCg1jYXJhY2FsLWFkbWluEgthZG1pbi53cml0ZRKOAQoRQ3JlYXRlQXBwbGljYXRpb24SKi5jYXJhY2FsLmFkbWluLnYxLkNyZWF0ZUFwcGxpY2F0aW9uUmVxdWVzdBorLmNhcmFjYWwuYWRtaW4udjEuQ3JlYXRlQXBwbGljYXRpb25SZXNwb25zZSIg6t0ZHAoNY2FyYWNhbC1hZG1pbhILYWRtaW4ud3JpdGUShAEKDkdldEFwcGxpY2F0aW9uEicuY2FyYWNhbC5hZG1pbi52MS5HZXRBcHBsaWNhdGlvblJlcXVlc3QaKC5jYXJhY2FsLmFkbWluLnYxLkdldEFwcGxpY2F0aW9uUmVzcG9uc2UiH+rdGRsKDWNhcmFjYWwtYWRtaW4SCmFkbWluLnJlYWQSigEKEExpc3RBcHBsaWNhdGlvbnMSKS5jYXJhY2FsLmFkbWluLnYxLkxpc3RBcHBsaWNhdGlvbnNSZXF1ZXN0GiouY2FyYWNhbC5hZG1pbi52MS5MaXN0QXBwbGljYXRpb25zUmVzcG9uc2UiH+rdGRsKDWNhcmFjYWwtYWRtaW4SCmFkbWluLnJlYWQSkQEKEkRpc2FibGVBcHBsaWNhdGlvbhIrLmNhcmFjYWwuYWRtaW4udjEuRGlzYWJsZUFwcGxpY2F0aW9uUmVxdWVzdBosLmNhcmFjYWwuYWRtaW4udjEuRGlzYWJsZUFwcGxpY2F0aW9uUmVzcG9uc2UiIOrdGRwKDWNhcmFjYWwtYWRtaW4SC2FkbWluLndyaXRlEqABChdSb3RhdGVBcHBsaWNhdGlvblNlY3JldBIwLmNhcmFjYWwuYWRtaW4udjEuUm90YXRlQXBwbGljYXRpb25TZWNyZXRSZXF1ZXN0GjEuY2FyYWNhbC5hZG1pbi52MS5Sb3RhdGVBcHBsaWNhdGlvblNlY3JldFJlc3BvbnNlIiDq3RkcCg1jYXJhY2FsLWFkbWluEgthZG1pbi53cml0ZRKOAQoRQWRkQXBwbGljYXRpb25LZXkSKi5jYXJhY2FsLmFkbWluLnYxLkFkZEFwcGxpY2F0aW9uS2V5UmVxdWVzdBorLmNhcmFjYWwuYWRtaW4udjEuQWRkQXBwbGljYXRpb25LZXlSZXNwb25zZSIg6t0ZHAoNY2FyYWNhbC1hZG1pbhILYWRtaW4ud3JpdGUSlwEKFFJlbW92ZUFwcGxpY2F0aW9uS2V5Ei0uY2FyYWNhbC5hZG1pbi52MS5SZW1vdmVBcHBsaWNhdGlvbktleVJlcXVlc3QaLi5jYXJhY2FsLmFkbWluLnYxLlJlbW92ZUFwcGxpY2F0aW9uS2V5UmVzcG9uc2UiIOrdGRwKDWNhcmFjYWwtYWRtaW4SC2FkbWluLndyaXRlEoUBCg5DcmVhdGVSZXNvdXJjZRInLmNhcmFjYWwuYWRtaW4udjEuQ3JlYXRlUmVzb3VyY2VSZXF1ZXN0GiguY2FyYWNhbC5hZG1pbi52MS5DcmVhdGVSZXNvdXJjZVJlc3BvbnNlIiDq3RkcCg1jYXJhY2FsLWFkbWluEgthZG1pbi53cml0ZRJ7CgtHZXRSZXNvdXJjZRIkLmNhcmFjYWwuYWRtaW4udjEuR2V0UmVzb3VyY2VSZXF1ZXN0GiUuY2FyYWNhbC5hZG1pbi52MS5HZXRSZXNvdXJjZVJlc3BvbnNlIh/q3RkbCg1jYXJhY2FsLWFkbWluEgphZG1pbi5yZWFkEoEBCg1MaXN0UmVzb3VyY2VzEiYuY2FyYWNhbC5hZG1pbi52MS5MaXN0UmVzb3VyY2VzUmVxdWVzdBonLmNhcmFjYWwuYWRtaW4udjEuTGlzdFJlc291cmNlc1Jlc3BvbnNlIh/q3RkbCg1jYXJhY2FsLWFkbWluEgphZG1pbi5yZWFkEo4BChFBZGRSZXNvdXJjZVNjb3BlcxIqLmNhcmFjYWwuYWRtaW4udjEuQWRkUmVzb3VyY2VTY29wZXNSZXF1ZXN0GisuY2FyYWNhbC5hZG1pbi52MS5BZGRSZXNvdXJjZVNjb3Blc1Jlc3BvbnNlIiDq3RkcCg1jYXJhY2FsLWFkbWluEgthZG1pbi53cml0ZRJ8CgtDcmVhdGVHcmFudBIkLmNhcmFjYWwuYWRtaW4udjEuQ3JlYXRlR3JhbnRSZXF1ZXN0GiUuY2FyYWNhbC5hZG1pbi52MS5DcmVhdGVHcmFudFJlc3BvbnNlIiDq3RkcCg1jYXJhY2FsLWFkbWluEgthZG1pbi53cml0ZRJ4CgpMaXN0R3JhbnRzEiMuY2FyYWNhbC5hZG1pbi52MS5MaXN0R3JhbnRzUmVxdWVzdBokLmNhcmFjYWwuYWRtaW4udjEuTGlzdEdyYW50c1Jlc3BvbnNlIh/q3RkbCg1jYXJhY2FsLWFkbWluEgphZG1pbi5yZWFkEnwKC0RlbGV0ZUdyYW50EiQuY2FyYWNhbC5hZG1pbi52MS5EZWxldGVHcmFudFJlcXVlc3QaJS5jYXJhY2FsLmFkbWluLnYxLkRlbGV0ZUdyYW50UmVzcG9uc2UiIOrdGRwKDWNhcmFjYWwtYWRtaW4SC2FkbWluLndyaXRlEoIBCg1Sb3RhdGVab25lS2V5EiYuY2FyYWNhbC5hZG1pbi52MS5Sb3RhdGVab25lS2V5UmVxdWVzdBonLmNhcmFjYWwuYWRtaW4udjEuUm90YXRlWm9uZUtleVJlc3BvbnNlIiDq3RkcCg1jYXJhY2FsLWFkbWluEgthZG1pbi53cml0ZRJ+CgxMaXN0Wm9uZUtleXMSJS5jYXJhY2FsLmFkbWluLnYxLkxpc3Rab25lS2V5c1JlcXVlc3QaJi5jYXJhY2FsLmFkbWluLnYxLkxpc3Rab25lS2V5c1Jlc3BvbnNlIh/q3RkbCg1jYXJhY2FsLWFkbWluEgphZG1pbi5yZWFkEoEBCg1MaXN0QXBwcm92YWxzEiYuY2FyYWNhbC5hZG1pbi52MS5MaXN0QXBwcm92YWxzUmVxdWVzdBonLmNhcmFjYWwuYWRtaW4udjEuTGlzdEFwcHJvdmFsc1Jlc3BvbnNlIh/q3RkbCg1jYXJhY2FsLWFkbWluEgphZG1pbi5yZWFkEnsKC0dldEFwcHJvdmFsEiQuY2FyYWNhbC5hZG1pbi52MS5HZXRBcHByb3ZhbFJlcXVlc3QaJS5jYXJhY2FsLmFkbWluLnYxLkdldEFwcHJvdmFsUmVzcG9uc2UiH+rdGRsKDWNhcmFjYWwtYWRtaW4SCmFkbWluLnJlYWQScgoHQXBwcm92ZRIgLmNhcmFjYWwuYWRtaW4udjEuQXBwcm92ZVJlcXVlc3QaIS5jYXJhY2FsLmFkbWluLnYxLkFwcHJvdmVSZXNwb25zZSIi6t0ZHgoNY2FyYWNhbC1hZG1pbhINYWRtaW4uYXBwcm92ZRJvCgZSZWplY3QSHy5jYXJhY2FsLmFkbWluLnYxLlJlamVjdFJlcXVlc3QaIC5jYXJhY2FsLmFkbWluLnYxLlJlamVjdFJlc3BvbnNlIiLq3RkeCg1jYXJhY2FsLWFkbWluEg1hZG1pbi5hcHByb3ZlYgZwcm90bzM", [file_caracal_admin_v1_admin, file_caracal_approval_v1_approval, file_caracal_mandate_v1_mandate, file_caracal_mandate_v1_options, file_google_protobuf_duration]);
 
 /**
  * CreateZoneRequest describes a new zone.
@@ -120,6 +120,49 @@ export const GetZoneResponseSchema: GenMessage<GetZoneResponse> = /*@__PURE__*/
   messageDesc(file_caracal_admin_v1_admin_service, 3);
 
 /**
+ * DeleteZoneRequest names the zone to delete.
+ *
+ * @generated from message caracal.admin.v1.DeleteZoneRequest
+ */
+export type DeleteZoneRequest = Message<"caracal.admin.v1.DeleteZoneRequest"> & {
+  /**
+   * The slug.
+   *
+   * @generated from field: string zone = 1;
+   */
+  zone: string;
+
+  /**
+   * Must repeat the slug: a guard against deleting the wrong zone.
+   *
+   * @generated from field: string confirm = 2;
+   */
+  confirm: string;
+};
+
+/**
+ * Describes the message caracal.admin.v1.DeleteZoneRequest.
+ * Use `create(DeleteZoneRequestSchema)` to create a new message.
+ */
+export const DeleteZoneRequestSchema: GenMessage<DeleteZoneRequest> = /*@__PURE__*/
+  messageDesc(file_caracal_admin_v1_admin_service, 4);
+
+/**
+ * DeleteZoneResponse confirms the deletion.
+ *
+ * @generated from message caracal.admin.v1.DeleteZoneResponse
+ */
+export type DeleteZoneResponse = Message<"caracal.admin.v1.DeleteZoneResponse"> & {
+};
+
+/**
+ * Describes the message caracal.admin.v1.DeleteZoneResponse.
+ * Use `create(DeleteZoneResponseSchema)` to create a new message.
+ */
+export const DeleteZoneResponseSchema: GenMessage<DeleteZoneResponse> = /*@__PURE__*/
+  messageDesc(file_caracal_admin_v1_admin_service, 5);
+
+/**
  * ListZonesRequest pages through zones.
  *
  * @generated from message caracal.admin.v1.ListZonesRequest
@@ -145,7 +188,7 @@ export type ListZonesRequest = Message<"caracal.admin.v1.ListZonesRequest"> & {
  * Use `create(ListZonesRequestSchema)` to create a new message.
  */
 export const ListZonesRequestSchema: GenMessage<ListZonesRequest> = /*@__PURE__*/
-  messageDesc(file_caracal_admin_v1_admin_service, 4);
+  messageDesc(file_caracal_admin_v1_admin_service, 6);
 
 /**
  * ListZonesResponse is one page.
@@ -173,7 +216,7 @@ export type ListZonesResponse = Message<"caracal.admin.v1.ListZonesResponse"> & 
  * Use `create(ListZonesResponseSchema)` to create a new message.
  */
 export const ListZonesResponseSchema: GenMessage<ListZonesResponse> = /*@__PURE__*/
-  messageDesc(file_caracal_admin_v1_admin_service, 5);
+  messageDesc(file_caracal_admin_v1_admin_service, 7);
 
 /**
  * CreateApplicationRequest describes a new application.
@@ -229,7 +272,7 @@ export type CreateApplicationRequest = Message<"caracal.admin.v1.CreateApplicati
  * Use `create(CreateApplicationRequestSchema)` to create a new message.
  */
 export const CreateApplicationRequestSchema: GenMessage<CreateApplicationRequest> = /*@__PURE__*/
-  messageDesc(file_caracal_admin_v1_admin_service, 6);
+  messageDesc(file_caracal_admin_v1_admin_service, 8);
 
 /**
  * CreateApplicationResponse returns the application and, once, its secret.
@@ -257,7 +300,7 @@ export type CreateApplicationResponse = Message<"caracal.admin.v1.CreateApplicat
  * Use `create(CreateApplicationResponseSchema)` to create a new message.
  */
 export const CreateApplicationResponseSchema: GenMessage<CreateApplicationResponse> = /*@__PURE__*/
-  messageDesc(file_caracal_admin_v1_admin_service, 7);
+  messageDesc(file_caracal_admin_v1_admin_service, 9);
 
 /**
  * GetApplicationRequest names an application.
@@ -285,7 +328,7 @@ export type GetApplicationRequest = Message<"caracal.admin.v1.GetApplicationRequ
  * Use `create(GetApplicationRequestSchema)` to create a new message.
  */
 export const GetApplicationRequestSchema: GenMessage<GetApplicationRequest> = /*@__PURE__*/
-  messageDesc(file_caracal_admin_v1_admin_service, 8);
+  messageDesc(file_caracal_admin_v1_admin_service, 10);
 
 /**
  * GetApplicationResponse returns it.
@@ -306,7 +349,7 @@ export type GetApplicationResponse = Message<"caracal.admin.v1.GetApplicationRes
  * Use `create(GetApplicationResponseSchema)` to create a new message.
  */
 export const GetApplicationResponseSchema: GenMessage<GetApplicationResponse> = /*@__PURE__*/
-  messageDesc(file_caracal_admin_v1_admin_service, 9);
+  messageDesc(file_caracal_admin_v1_admin_service, 11);
 
 /**
  * ListApplicationsRequest pages through applications.
@@ -341,7 +384,7 @@ export type ListApplicationsRequest = Message<"caracal.admin.v1.ListApplications
  * Use `create(ListApplicationsRequestSchema)` to create a new message.
  */
 export const ListApplicationsRequestSchema: GenMessage<ListApplicationsRequest> = /*@__PURE__*/
-  messageDesc(file_caracal_admin_v1_admin_service, 10);
+  messageDesc(file_caracal_admin_v1_admin_service, 12);
 
 /**
  * ListApplicationsResponse is one page.
@@ -369,7 +412,7 @@ export type ListApplicationsResponse = Message<"caracal.admin.v1.ListApplication
  * Use `create(ListApplicationsResponseSchema)` to create a new message.
  */
 export const ListApplicationsResponseSchema: GenMessage<ListApplicationsResponse> = /*@__PURE__*/
-  messageDesc(file_caracal_admin_v1_admin_service, 11);
+  messageDesc(file_caracal_admin_v1_admin_service, 13);
 
 /**
  * DisableApplicationRequest names an application.
@@ -397,7 +440,7 @@ export type DisableApplicationRequest = Message<"caracal.admin.v1.DisableApplica
  * Use `create(DisableApplicationRequestSchema)` to create a new message.
  */
 export const DisableApplicationRequestSchema: GenMessage<DisableApplicationRequest> = /*@__PURE__*/
-  messageDesc(file_caracal_admin_v1_admin_service, 12);
+  messageDesc(file_caracal_admin_v1_admin_service, 14);
 
 /**
  * DisableApplicationResponse returns it, disabled.
@@ -418,7 +461,7 @@ export type DisableApplicationResponse = Message<"caracal.admin.v1.DisableApplic
  * Use `create(DisableApplicationResponseSchema)` to create a new message.
  */
 export const DisableApplicationResponseSchema: GenMessage<DisableApplicationResponse> = /*@__PURE__*/
-  messageDesc(file_caracal_admin_v1_admin_service, 13);
+  messageDesc(file_caracal_admin_v1_admin_service, 15);
 
 /**
  * RotateApplicationSecretRequest names an application.
@@ -453,7 +496,7 @@ export type RotateApplicationSecretRequest = Message<"caracal.admin.v1.RotateApp
  * Use `create(RotateApplicationSecretRequestSchema)` to create a new message.
  */
 export const RotateApplicationSecretRequestSchema: GenMessage<RotateApplicationSecretRequest> = /*@__PURE__*/
-  messageDesc(file_caracal_admin_v1_admin_service, 14);
+  messageDesc(file_caracal_admin_v1_admin_service, 16);
 
 /**
  * RotateApplicationSecretResponse returns the new secret, once.
@@ -481,7 +524,7 @@ export type RotateApplicationSecretResponse = Message<"caracal.admin.v1.RotateAp
  * Use `create(RotateApplicationSecretResponseSchema)` to create a new message.
  */
 export const RotateApplicationSecretResponseSchema: GenMessage<RotateApplicationSecretResponse> = /*@__PURE__*/
-  messageDesc(file_caracal_admin_v1_admin_service, 15);
+  messageDesc(file_caracal_admin_v1_admin_service, 17);
 
 /**
  * AddApplicationKeyRequest registers a key.
@@ -516,7 +559,7 @@ export type AddApplicationKeyRequest = Message<"caracal.admin.v1.AddApplicationK
  * Use `create(AddApplicationKeyRequestSchema)` to create a new message.
  */
 export const AddApplicationKeyRequestSchema: GenMessage<AddApplicationKeyRequest> = /*@__PURE__*/
-  messageDesc(file_caracal_admin_v1_admin_service, 16);
+  messageDesc(file_caracal_admin_v1_admin_service, 18);
 
 /**
  * AddApplicationKeyResponse returns the application.
@@ -537,7 +580,7 @@ export type AddApplicationKeyResponse = Message<"caracal.admin.v1.AddApplication
  * Use `create(AddApplicationKeyResponseSchema)` to create a new message.
  */
 export const AddApplicationKeyResponseSchema: GenMessage<AddApplicationKeyResponse> = /*@__PURE__*/
-  messageDesc(file_caracal_admin_v1_admin_service, 17);
+  messageDesc(file_caracal_admin_v1_admin_service, 19);
 
 /**
  * RemoveApplicationKeyRequest names a key.
@@ -572,7 +615,7 @@ export type RemoveApplicationKeyRequest = Message<"caracal.admin.v1.RemoveApplic
  * Use `create(RemoveApplicationKeyRequestSchema)` to create a new message.
  */
 export const RemoveApplicationKeyRequestSchema: GenMessage<RemoveApplicationKeyRequest> = /*@__PURE__*/
-  messageDesc(file_caracal_admin_v1_admin_service, 18);
+  messageDesc(file_caracal_admin_v1_admin_service, 20);
 
 /**
  * RemoveApplicationKeyResponse returns the application.
@@ -593,7 +636,7 @@ export type RemoveApplicationKeyResponse = Message<"caracal.admin.v1.RemoveAppli
  * Use `create(RemoveApplicationKeyResponseSchema)` to create a new message.
  */
 export const RemoveApplicationKeyResponseSchema: GenMessage<RemoveApplicationKeyResponse> = /*@__PURE__*/
-  messageDesc(file_caracal_admin_v1_admin_service, 19);
+  messageDesc(file_caracal_admin_v1_admin_service, 21);
 
 /**
  * CreateResourceRequest describes a resource.
@@ -635,7 +678,7 @@ export type CreateResourceRequest = Message<"caracal.admin.v1.CreateResourceRequ
  * Use `create(CreateResourceRequestSchema)` to create a new message.
  */
 export const CreateResourceRequestSchema: GenMessage<CreateResourceRequest> = /*@__PURE__*/
-  messageDesc(file_caracal_admin_v1_admin_service, 20);
+  messageDesc(file_caracal_admin_v1_admin_service, 22);
 
 /**
  * CreateResourceResponse returns it.
@@ -656,7 +699,7 @@ export type CreateResourceResponse = Message<"caracal.admin.v1.CreateResourceRes
  * Use `create(CreateResourceResponseSchema)` to create a new message.
  */
 export const CreateResourceResponseSchema: GenMessage<CreateResourceResponse> = /*@__PURE__*/
-  messageDesc(file_caracal_admin_v1_admin_service, 21);
+  messageDesc(file_caracal_admin_v1_admin_service, 23);
 
 /**
  * GetResourceRequest names a resource.
@@ -684,7 +727,7 @@ export type GetResourceRequest = Message<"caracal.admin.v1.GetResourceRequest"> 
  * Use `create(GetResourceRequestSchema)` to create a new message.
  */
 export const GetResourceRequestSchema: GenMessage<GetResourceRequest> = /*@__PURE__*/
-  messageDesc(file_caracal_admin_v1_admin_service, 22);
+  messageDesc(file_caracal_admin_v1_admin_service, 24);
 
 /**
  * GetResourceResponse returns it.
@@ -705,7 +748,7 @@ export type GetResourceResponse = Message<"caracal.admin.v1.GetResourceResponse"
  * Use `create(GetResourceResponseSchema)` to create a new message.
  */
 export const GetResourceResponseSchema: GenMessage<GetResourceResponse> = /*@__PURE__*/
-  messageDesc(file_caracal_admin_v1_admin_service, 23);
+  messageDesc(file_caracal_admin_v1_admin_service, 25);
 
 /**
  * ListResourcesRequest pages through resources.
@@ -740,7 +783,7 @@ export type ListResourcesRequest = Message<"caracal.admin.v1.ListResourcesReques
  * Use `create(ListResourcesRequestSchema)` to create a new message.
  */
 export const ListResourcesRequestSchema: GenMessage<ListResourcesRequest> = /*@__PURE__*/
-  messageDesc(file_caracal_admin_v1_admin_service, 24);
+  messageDesc(file_caracal_admin_v1_admin_service, 26);
 
 /**
  * ListResourcesResponse is one page.
@@ -768,7 +811,7 @@ export type ListResourcesResponse = Message<"caracal.admin.v1.ListResourcesRespo
  * Use `create(ListResourcesResponseSchema)` to create a new message.
  */
 export const ListResourcesResponseSchema: GenMessage<ListResourcesResponse> = /*@__PURE__*/
-  messageDesc(file_caracal_admin_v1_admin_service, 25);
+  messageDesc(file_caracal_admin_v1_admin_service, 27);
 
 /**
  * AddResourceScopesRequest adds scopes.
@@ -803,7 +846,7 @@ export type AddResourceScopesRequest = Message<"caracal.admin.v1.AddResourceScop
  * Use `create(AddResourceScopesRequestSchema)` to create a new message.
  */
 export const AddResourceScopesRequestSchema: GenMessage<AddResourceScopesRequest> = /*@__PURE__*/
-  messageDesc(file_caracal_admin_v1_admin_service, 26);
+  messageDesc(file_caracal_admin_v1_admin_service, 28);
 
 /**
  * AddResourceScopesResponse returns the resource.
@@ -824,7 +867,7 @@ export type AddResourceScopesResponse = Message<"caracal.admin.v1.AddResourceSco
  * Use `create(AddResourceScopesResponseSchema)` to create a new message.
  */
 export const AddResourceScopesResponseSchema: GenMessage<AddResourceScopesResponse> = /*@__PURE__*/
-  messageDesc(file_caracal_admin_v1_admin_service, 27);
+  messageDesc(file_caracal_admin_v1_admin_service, 29);
 
 /**
  * CreateGrantRequest describes a grant.
@@ -866,7 +909,7 @@ export type CreateGrantRequest = Message<"caracal.admin.v1.CreateGrantRequest"> 
  * Use `create(CreateGrantRequestSchema)` to create a new message.
  */
 export const CreateGrantRequestSchema: GenMessage<CreateGrantRequest> = /*@__PURE__*/
-  messageDesc(file_caracal_admin_v1_admin_service, 28);
+  messageDesc(file_caracal_admin_v1_admin_service, 30);
 
 /**
  * CreateGrantResponse returns it.
@@ -887,7 +930,7 @@ export type CreateGrantResponse = Message<"caracal.admin.v1.CreateGrantResponse"
  * Use `create(CreateGrantResponseSchema)` to create a new message.
  */
 export const CreateGrantResponseSchema: GenMessage<CreateGrantResponse> = /*@__PURE__*/
-  messageDesc(file_caracal_admin_v1_admin_service, 29);
+  messageDesc(file_caracal_admin_v1_admin_service, 31);
 
 /**
  * ListGrantsRequest pages through grants.
@@ -936,7 +979,7 @@ export type ListGrantsRequest = Message<"caracal.admin.v1.ListGrantsRequest"> & 
  * Use `create(ListGrantsRequestSchema)` to create a new message.
  */
 export const ListGrantsRequestSchema: GenMessage<ListGrantsRequest> = /*@__PURE__*/
-  messageDesc(file_caracal_admin_v1_admin_service, 30);
+  messageDesc(file_caracal_admin_v1_admin_service, 32);
 
 /**
  * ListGrantsResponse is one page.
@@ -964,7 +1007,7 @@ export type ListGrantsResponse = Message<"caracal.admin.v1.ListGrantsResponse"> 
  * Use `create(ListGrantsResponseSchema)` to create a new message.
  */
 export const ListGrantsResponseSchema: GenMessage<ListGrantsResponse> = /*@__PURE__*/
-  messageDesc(file_caracal_admin_v1_admin_service, 31);
+  messageDesc(file_caracal_admin_v1_admin_service, 33);
 
 /**
  * DeleteGrantRequest names a grant.
@@ -992,7 +1035,7 @@ export type DeleteGrantRequest = Message<"caracal.admin.v1.DeleteGrantRequest"> 
  * Use `create(DeleteGrantRequestSchema)` to create a new message.
  */
 export const DeleteGrantRequestSchema: GenMessage<DeleteGrantRequest> = /*@__PURE__*/
-  messageDesc(file_caracal_admin_v1_admin_service, 32);
+  messageDesc(file_caracal_admin_v1_admin_service, 34);
 
 /**
  * DeleteGrantResponse confirms the deletion.
@@ -1007,7 +1050,7 @@ export type DeleteGrantResponse = Message<"caracal.admin.v1.DeleteGrantResponse"
  * Use `create(DeleteGrantResponseSchema)` to create a new message.
  */
 export const DeleteGrantResponseSchema: GenMessage<DeleteGrantResponse> = /*@__PURE__*/
-  messageDesc(file_caracal_admin_v1_admin_service, 33);
+  messageDesc(file_caracal_admin_v1_admin_service, 35);
 
 /**
  * RotateZoneKeyRequest names the zone.
@@ -1028,7 +1071,7 @@ export type RotateZoneKeyRequest = Message<"caracal.admin.v1.RotateZoneKeyReques
  * Use `create(RotateZoneKeyRequestSchema)` to create a new message.
  */
 export const RotateZoneKeyRequestSchema: GenMessage<RotateZoneKeyRequest> = /*@__PURE__*/
-  messageDesc(file_caracal_admin_v1_admin_service, 34);
+  messageDesc(file_caracal_admin_v1_admin_service, 36);
 
 /**
  * RotateZoneKeyResponse describes the keys after the rotation.
@@ -1063,7 +1106,7 @@ export type RotateZoneKeyResponse = Message<"caracal.admin.v1.RotateZoneKeyRespo
  * Use `create(RotateZoneKeyResponseSchema)` to create a new message.
  */
 export const RotateZoneKeyResponseSchema: GenMessage<RotateZoneKeyResponse> = /*@__PURE__*/
-  messageDesc(file_caracal_admin_v1_admin_service, 35);
+  messageDesc(file_caracal_admin_v1_admin_service, 37);
 
 /**
  * ListZoneKeysRequest names the zone.
@@ -1091,7 +1134,7 @@ export type ListZoneKeysRequest = Message<"caracal.admin.v1.ListZoneKeysRequest"
  * Use `create(ListZoneKeysRequestSchema)` to create a new message.
  */
 export const ListZoneKeysRequestSchema: GenMessage<ListZoneKeysRequest> = /*@__PURE__*/
-  messageDesc(file_caracal_admin_v1_admin_service, 36);
+  messageDesc(file_caracal_admin_v1_admin_service, 38);
 
 /**
  * ListZoneKeysResponse lists the keys.
@@ -1112,7 +1155,7 @@ export type ListZoneKeysResponse = Message<"caracal.admin.v1.ListZoneKeysRespons
  * Use `create(ListZoneKeysResponseSchema)` to create a new message.
  */
 export const ListZoneKeysResponseSchema: GenMessage<ListZoneKeysResponse> = /*@__PURE__*/
-  messageDesc(file_caracal_admin_v1_admin_service, 37);
+  messageDesc(file_caracal_admin_v1_admin_service, 39);
 
 /**
  * ListApprovalsRequest pages through approvals.
@@ -1154,7 +1197,7 @@ export type ListApprovalsRequest = Message<"caracal.admin.v1.ListApprovalsReques
  * Use `create(ListApprovalsRequestSchema)` to create a new message.
  */
 export const ListApprovalsRequestSchema: GenMessage<ListApprovalsRequest> = /*@__PURE__*/
-  messageDesc(file_caracal_admin_v1_admin_service, 38);
+  messageDesc(file_caracal_admin_v1_admin_service, 40);
 
 /**
  * ListApprovalsResponse is one page.
@@ -1182,7 +1225,7 @@ export type ListApprovalsResponse = Message<"caracal.admin.v1.ListApprovalsRespo
  * Use `create(ListApprovalsResponseSchema)` to create a new message.
  */
 export const ListApprovalsResponseSchema: GenMessage<ListApprovalsResponse> = /*@__PURE__*/
-  messageDesc(file_caracal_admin_v1_admin_service, 39);
+  messageDesc(file_caracal_admin_v1_admin_service, 41);
 
 /**
  * GetApprovalRequest names an approval.
@@ -1210,7 +1253,7 @@ export type GetApprovalRequest = Message<"caracal.admin.v1.GetApprovalRequest"> 
  * Use `create(GetApprovalRequestSchema)` to create a new message.
  */
 export const GetApprovalRequestSchema: GenMessage<GetApprovalRequest> = /*@__PURE__*/
-  messageDesc(file_caracal_admin_v1_admin_service, 40);
+  messageDesc(file_caracal_admin_v1_admin_service, 42);
 
 /**
  * GetApprovalResponse returns it.
@@ -1231,7 +1274,7 @@ export type GetApprovalResponse = Message<"caracal.admin.v1.GetApprovalResponse"
  * Use `create(GetApprovalResponseSchema)` to create a new message.
  */
 export const GetApprovalResponseSchema: GenMessage<GetApprovalResponse> = /*@__PURE__*/
-  messageDesc(file_caracal_admin_v1_admin_service, 41);
+  messageDesc(file_caracal_admin_v1_admin_service, 43);
 
 /**
  * ApproveRequest approves a pending step-up.
@@ -1266,7 +1309,7 @@ export type ApproveRequest = Message<"caracal.admin.v1.ApproveRequest"> & {
  * Use `create(ApproveRequestSchema)` to create a new message.
  */
 export const ApproveRequestSchema: GenMessage<ApproveRequest> = /*@__PURE__*/
-  messageDesc(file_caracal_admin_v1_admin_service, 42);
+  messageDesc(file_caracal_admin_v1_admin_service, 44);
 
 /**
  * ApproveResponse returns the approval.
@@ -1287,7 +1330,7 @@ export type ApproveResponse = Message<"caracal.admin.v1.ApproveResponse"> & {
  * Use `create(ApproveResponseSchema)` to create a new message.
  */
 export const ApproveResponseSchema: GenMessage<ApproveResponse> = /*@__PURE__*/
-  messageDesc(file_caracal_admin_v1_admin_service, 43);
+  messageDesc(file_caracal_admin_v1_admin_service, 45);
 
 /**
  * RejectRequest rejects a pending step-up.
@@ -1322,7 +1365,7 @@ export type RejectRequest = Message<"caracal.admin.v1.RejectRequest"> & {
  * Use `create(RejectRequestSchema)` to create a new message.
  */
 export const RejectRequestSchema: GenMessage<RejectRequest> = /*@__PURE__*/
-  messageDesc(file_caracal_admin_v1_admin_service, 44);
+  messageDesc(file_caracal_admin_v1_admin_service, 46);
 
 /**
  * RejectResponse returns the approval.
@@ -1343,7 +1386,7 @@ export type RejectResponse = Message<"caracal.admin.v1.RejectResponse"> & {
  * Use `create(RejectResponseSchema)` to create a new message.
  */
 export const RejectResponseSchema: GenMessage<RejectResponse> = /*@__PURE__*/
-  messageDesc(file_caracal_admin_v1_admin_service, 45);
+  messageDesc(file_caracal_admin_v1_admin_service, 47);
 
 /**
  * AdminService manages zones, applications, resources, grants, signing keys
@@ -1383,6 +1426,18 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof ListZonesRequestSchema;
     output: typeof ListZonesResponseSchema;
+  },
+  /**
+   * Deletes a zone and everything in it (keys, applications, resources,
+   * grants, policy sets, revocations, approvals); its audit records stay in
+   * the ledger. The admin zone cannot be deleted.
+   *
+   * @generated from rpc caracal.admin.v1.AdminService.DeleteZone
+   */
+  deleteZone: {
+    methodKind: "unary";
+    input: typeof DeleteZoneRequestSchema;
+    output: typeof DeleteZoneResponseSchema;
   },
   /**
    * Registers an application; a client secret is returned once.

@@ -1,6 +1,7 @@
 import type { MandateProvider } from "../interceptors/mandate-provider.js";
 import type { Client } from "@connectrpc/connect";
 import type { TokenService } from "../gen/caracal/sts/v1/token_service_pb.js";
+import { ApprovalRequiredError } from "./approval-required-error.js";
 
 /** How the application proves who it is to the STS. */
 export type ApplicationCredential = { readonly clientSecret: string } | { readonly clientAssertion: () => string | Promise<string> };
@@ -19,6 +20,25 @@ export interface MandateSourceOptions {
   readonly refreshBeforeExpiryMs?: number;
   /** The clock, ms since the epoch. */
   readonly now?: () => number;
+  /** What to do when policy holds an exchange for a step-up approval. */
+  readonly approvals?: ApprovalOptions;
+}
+
+/**
+ * How {@link MandateSource} handles an exchange held for approval. By default
+ * it throws {@link ApprovalRequiredError} at once, so an agent is never
+ * blocked unexpectedly.
+ */
+export interface ApprovalOptions {
+  /**
+   * Wait for an operator's decision (with `WaitApproval`) and, once approved,
+   * retry the exchange with the approval's proof. A rejected or lapsed
+   * approval still throws the {@link ApprovalRequiredError}, its `state` now
+   * `rejected` or `expired`.
+   */
+  readonly wait?: boolean;
+  /** Gives up waiting when aborted. */
+  readonly signal?: AbortSignal;
 }
 
 interface Cached {
@@ -35,6 +55,11 @@ interface Cached {
  * @example
  * const source = new MandateSource({ sts, zone: "default", clientId: "billing-agent", credential: { clientSecret } });
  * const mandate = await source.mandateFor("billing-api", ["invoices.read"]);
+ *
+ * @example
+ * // Wait for an operator to approve a held exchange, then retry it.
+ * const patient = new MandateSource({ sts, zone: "default", clientId: "billing-agent", credential: { clientSecret }, approvals: { wait: true } });
+ * const write = await patient.mandateFor("billing-api", ["invoices.write"]);
  */
 export class MandateSource implements MandateProvider {
   readonly #options: MandateSourceOptions;
@@ -49,7 +74,11 @@ export class MandateSource implements MandateProvider {
     this.#skewMs = options.refreshBeforeExpiryMs ?? 30_000;
   }
 
-  /** A resource mandate for `resource` carrying `scopes`. */
+  /**
+   * A resource mandate for `resource` carrying `scopes`. Throws
+   * {@link ApprovalRequiredError} when policy holds the exchange for a step-up
+   * approval (see {@link MandateSourceOptions.approvals}).
+   */
   async mandateFor(resource: string, scopes: readonly string[]): Promise<string> {
     const key = `${resource} ${[...scopes].sort().join(" ")}`;
     const remember = (next: Promise<Cached> | undefined) => (next ? this.#mandates.set(key, next) : this.#mandates.delete(key));
@@ -96,8 +125,20 @@ export class MandateSource implements MandateProvider {
   }
 
   async #exchange(resource: string, scopes: readonly string[]): Promise<Cached> {
-    const response = await this.#options.sts.exchange({ subjectToken: await this.sessionMandate(), resources: [resource], scopes: [...scopes] });
-    return { token: response.mandate, expiresAtMs: expiry(response.info?.expiresAt) };
+    const { sts, zone, approvals } = this.#options;
+    const request = { resources: [resource], scopes: [...scopes] };
+    const issued = ({ mandate, info }: { mandate: string; info?: { expiresAt?: { seconds: bigint } } }) => ({ token: mandate, expiresAtMs: expiry(info?.expiresAt) });
+    // The approval is bound to this session: a retry must present the same one, not a renewed session.
+    const subjectToken = await this.sessionMandate();
+    try {
+      return issued(await sts.exchange({ subjectToken, ...request }));
+    } catch (error) {
+      const held = ApprovalRequiredError.from(error, { sts, zone, ...request });
+      if (!held) throw error;
+      if (!approvals?.wait) throw held;
+      if ((await held.waitForDecision(approvals.signal)) !== "approved") throw held;
+      return issued(await sts.exchange({ subjectToken, ...request, approval: held.approvalProof() }));
+    }
   }
 }
 

@@ -37,6 +37,12 @@ export interface Config {
   readonly services: readonly ServiceName[];
   /** How long a shutdown may drain in-flight calls before it cuts them. */
   readonly shutdownGraceMs: number;
+  /**
+   * Names on a shared NATS deployment (`CARACAL_NATS_STREAM_PREFIX`,
+   * `CARACAL_NATS_SUBJECT_PREFIX`; default `CARACAL` and `caracal`), so two
+   * Caracal installations can share one NATS without sharing streams.
+   */
+  readonly natsNames: { readonly streamPrefix?: string; readonly subjectPrefix?: string };
   /** How long a step-up challenge stays open (`CARACAL_APPROVAL_TTL`, seconds; default 1800). */
   readonly approvalTtlSeconds: number;
 }
@@ -84,6 +90,12 @@ export function loadConfig(env: NodeJS.ProcessEnv, flags: ConfigFlags = {}): Con
     services: parseServices(flags.only),
     shutdownGraceMs: 4_000,
     approvalTtlSeconds: parseApprovalTtl(env.CARACAL_APPROVAL_TTL),
+    natsNames: {
+      ...(env.CARACAL_NATS_STREAM_PREFIX ? { streamPrefix: matchingSetting(env.CARACAL_NATS_STREAM_PREFIX, "CARACAL_NATS_STREAM_PREFIX", /^[A-Za-z0-9_-]{1,64}$/) } : {}),
+      ...(env.CARACAL_NATS_SUBJECT_PREFIX
+        ? { subjectPrefix: matchingSetting(env.CARACAL_NATS_SUBJECT_PREFIX, "CARACAL_NATS_SUBJECT_PREFIX", /^[A-Za-z0-9_-]{1,64}$/) }
+        : {}),
+    },
   };
 }
 
@@ -140,6 +152,11 @@ function parseKek(value: string | undefined, required: boolean): KeyEncryptionKe
   const kek = parseKeyEncryptionKey(value);
   if (!kek) throw new ConfigError("CARACAL_KEK", "expected 32 bytes in base64 (openssl rand -base64 32)");
   return kek;
+}
+
+function matchingSetting(value: string, setting: string, pattern: RegExp): string {
+  if (!pattern.test(value)) throw new ConfigError(setting, `expected ${pattern.source}`);
+  return value;
 }
 
 function parseApprovalTtl(value: string | undefined): number {

@@ -32,7 +32,7 @@ export function createLogger(level: Config["logLevel"]): Logger {
 export async function serve(config: Config, log: Logger): Promise<RunningCaracal> {
   const [opened, connected] = await Promise.allSettled([
     openStore({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, log }),
-    openBus({ natsUrl: config.natsUrl, onError: (error, failure) => log.error({ err: error, ...failure }, "bus failure") }),
+    openBus({ natsUrl: config.natsUrl, ...config.natsNames, onError: (error, failure) => log.error({ err: error, ...failure }, "bus failure") }),
   ]);
   if (opened.status === "rejected" || connected.status === "rejected") {
     await closeAll(settledValue(connected), settledValue(opened));

@@ -118,7 +118,7 @@ describe.each(HARNESS_KINDS)("step-up approvals on %s", (kind) => {
     expect((await caracal.admin.listApprovals({ zone, state: ApprovalState.PENDING })).approvals).toEqual([]);
     const twice = await refusal(caracal.admin.approve({ zone, approvalId: proof.challengeId, reason: "changed my mind" }));
     expect(twice.code).toBe(Code.FailedPrecondition);
-    expect(reasonOf(twice)).toBe(Reason.APPROVAL_REJECTED);
+    expect(reasonOf(twice)).toBe(Reason.APPROVAL_ALREADY_DECIDED);
   });
 
   it("refuses a redemption for other scopes as a binding mismatch", async () => {

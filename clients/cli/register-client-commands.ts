@@ -1,5 +1,6 @@
 import type { Command } from "commander";
 import { registerAppCommands } from "./app-commands.js";
+import { registerApprovalCommands } from "./approval-commands.js";
 import { registerAuditCommands } from "./audit-commands.js";
 import { registerGrantCommands } from "./grant-commands.js";
 import { registerKeyCommands } from "./key-commands.js";
@@ -30,4 +31,5 @@ export function registerClientCommands(program: Command): void {
   registerRevocationCommands(program);
   registerPolicyCommands(program);
   registerAuditCommands(program);
+  registerApprovalCommands(program);
 }

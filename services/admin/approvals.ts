@@ -77,7 +77,7 @@ export async function decide(
   if (!result) throw notFound(`approval ${request.approvalId}`);
   if (!result.decided) {
     const state = stateOf(result.record, now);
-    const reasonCode = state === "expired" ? Reason.APPROVAL_EXPIRED : state === "rejected" ? Reason.APPROVAL_REJECTED : state === "used" ? Reason.APPROVAL_ALREADY_USED : Reason.APPROVAL_INVALID;
+    const reasonCode = state === "expired" ? Reason.APPROVAL_EXPIRED : state === "used" ? Reason.APPROVAL_ALREADY_USED : Reason.APPROVAL_ALREADY_DECIDED;
     throw caracalError(Code.FailedPrecondition, reasonCode, `approval ${record.approvalId} is ${state}, not pending`);
   }
   const accepted = deps.audit.record({

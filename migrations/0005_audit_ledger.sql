@@ -22,6 +22,8 @@ CREATE TABLE audit_events (
   resources     text[],
   -- The mandate issued or presented (its jti): joins an edge decision to its issuance.
   mandate_id    uuid,
+  -- The step-up approval involved: joins an issuance to the operator's decision.
+  approval_id   uuid,
   payload       bytea       NOT NULL,
   -- The previous row's hmac (32 zero bytes for the first row).
   prev_hash     bytea       NOT NULL,
@@ -36,6 +38,7 @@ CREATE INDEX audit_events_by_time ON audit_events (zone, time, seq);
 CREATE INDEX audit_events_by_request ON audit_events (request_id) WHERE request_id IS NOT NULL;
 CREATE INDEX audit_events_by_decision ON audit_events (decision_id) WHERE decision_id IS NOT NULL;
 CREATE INDEX audit_events_by_mandate ON audit_events (mandate_id) WHERE mandate_id IS NOT NULL;
+CREATE INDEX audit_events_by_approval ON audit_events (approval_id) WHERE approval_id IS NOT NULL;
 
 -- Where each zone's chain ends; locked while a batch extends it.
 CREATE TABLE audit_chain_heads (

@@ -2,6 +2,7 @@ import { createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { AdminService } from "../../gen/caracal/admin/v1/admin_service_pb.js";
 import { AuditService } from "../../gen/caracal/audit/v1/audit_service_pb.js";
+import { ProbeService } from "../../gen/caracal/probe/v1/probe_service_pb.js";
 import { PolicyService } from "../../gen/caracal/policy/v1/policy_service_pb.js";
 import { RevocationService } from "../../gen/caracal/revocation/v1/revocation_service_pb.js";
 import { TokenService } from "../../gen/caracal/sts/v1/token_service_pb.js";
@@ -22,6 +23,8 @@ export interface AdminCredential {
 export interface CaracalConnection {
   /** The STS, called without a mandate (its methods are public). */
   readonly sts: Client<typeof TokenService>;
+  /** Caracal's built-in probe service, called with whatever mandate the caller puts in the headers. */
+  readonly probe: Client<typeof ProbeService>;
   /**
    * The admin plane, or undefined when opened without a credential. Each call
    * carries a resource mandate for `caracal-admin` with exactly the scope its
@@ -50,7 +53,9 @@ export interface CaracalConnection {
  */
 export function openCaracalConnection(target: string, credential?: AdminCredential): CaracalConnection {
   const sessionManager = new Http2SessionManager(target);
-  const sts = createClient(TokenService, createGrpcTransport({ baseUrl: target, sessionManager }));
+  const plain = createGrpcTransport({ baseUrl: target, sessionManager });
+  const sts = createClient(TokenService, plain);
+  const probe = createClient(ProbeService, plain);
   const mandates = credential
     ? new MandateSource({ sts, zone: credential.zone, clientId: credential.clientId, credential: { clientSecret: credential.clientSecret } })
     : undefined;
@@ -61,5 +66,5 @@ export function openCaracalConnection(target: string, credential?: AdminCredenti
   const revocation = transport ? createClient(RevocationService, transport) : undefined;
   const policy = transport ? createClient(PolicyService, transport) : undefined;
   const audit = transport ? createClient(AuditService, transport) : undefined;
-  return { sts, admin, revocation, policy, audit, mandates, close: () => sessionManager.abort() };
+  return { sts, probe, admin, revocation, policy, audit, mandates, close: () => sessionManager.abort() };
 }

@@ -87,6 +87,15 @@ export class CliContext {
     return (await this.#signedIn()).audit!;
   }
 
+  /**
+   * Every client, signed in with the admin profile, plus the STS and the
+   * built-in probe service without a mandate attached: what
+   * `validate-rollout` drives a deployment with.
+   */
+  async all(): Promise<CaracalConnection> {
+    return this.#signedIn();
+  }
+
   async #signedIn(): Promise<CaracalConnection> {
     const profile = await loadAdminProfile(this.#options, this.#env);
     const connection = this.#open(profile.target, { zone: profile.zone, clientId: profile.client_id, clientSecret: profile.client_secret });

@@ -8,11 +8,13 @@ import { registerPolicyCommands } from "./policy-commands.js";
 import { registerResourceCommands } from "./resource-commands.js";
 import { registerRevocationCommands } from "./revocation-commands.js";
 import { registerTokenCommands } from "./token-commands.js";
+import { registerValidateRollout } from "./validate-rollout.js";
 import { registerZoneCommands } from "./zone-commands.js";
 
 /**
  * Adds the client commands (`zone`, `app`, `resource`, `grant`, `key`,
- * `token`, `revoke`, `revocations`) to the `caracal` program. Admin commands sign in with the admin
+ * `token`, `revoke`, `revocations`, `policy`, `audit`, `approvals`,
+ * `validate-rollout`) to the `caracal` program. Admin commands sign in with the admin
  * profile that `caracal serve` writes on first start; `token` commands need
  * only a target. Exit codes: 0 ok, 1 refused or failed, 2 usage or configuration.
  *
@@ -32,4 +34,5 @@ export function registerClientCommands(program: Command): void {
   registerPolicyCommands(program);
   registerAuditCommands(program);
   registerApprovalCommands(program);
+  registerValidateRollout(program);
 }

@@ -35,6 +35,7 @@ export function filterColumns(event: AuditEvent) {
     root_session_id: event.rootSessionId && event.rootSessionId !== event.sessionId ? ledgerUuid(event.rootSessionId) : null,
     resources: event.resources.length > 0 ? [...event.resources] : null,
     mandate_id: event.mandateId ? ledgerUuid(event.mandateId) : null,
+    approval_id: event.approvalId ? ledgerUuid(event.approvalId) : null,
   };
 }
 
@@ -157,12 +158,12 @@ export class AuditLedger {
       }
       await tx.query(
         `INSERT INTO audit_events (zone, seq, event_id, time, type, decision, request_id, decision_id, client_id, session_id,
-                                   root_session_id, resources, mandate_id, payload, prev_hash, hmac)
+                                   root_session_id, resources, mandate_id, approval_id, payload, prev_hash, hmac)
          SELECT zone, seq, event_id, time, type, decision, request_id, decision_id, client_id, session_id, root_session_id,
-                resources, mandate_id, decode(payload, 'hex'), decode(prev_hash, 'hex'), decode(hmac, 'hex')
+                resources, mandate_id, approval_id, decode(payload, 'hex'), decode(prev_hash, 'hex'), decode(hmac, 'hex')
          FROM jsonb_to_recordset($1::jsonb) AS r(zone text, seq bigint, event_id uuid, time timestamptz, type smallint,
               decision smallint, request_id text, decision_id uuid, client_id text, session_id uuid, root_session_id uuid,
-              resources text[], mandate_id uuid, payload text, prev_hash text, hmac text)`,
+              resources text[], mandate_id uuid, approval_id uuid, payload text, prev_hash text, hmac text)`,
         [JSON.stringify(rows)],
       );
       await tx.query(

@@ -51,8 +51,18 @@ export async function explain(deps: AuditDeps, request: ExplainRequest): Promise
         [zone, presented.map(ledgerUuid)],
       )
     : { rows: [] };
+  // The operator's decision on any approval an issuance or the request itself redeemed.
+  const approvalIds = [...new Set([...issuances.map(decodeEvent), ...anchorEvents].map((e) => e.approvalId).filter((id) => id !== ""))];
+  const { rows: decisions } = approvalIds.length
+    ? await deps.store.query<AuditRow>(
+        `SELECT ${RECORD_COLUMNS} FROM audit_events WHERE zone = $1 AND approval_id = ANY($2::uuid[]) AND type = ${EventType.APPROVAL}
+         ORDER BY time, seq LIMIT ${MAX_STEPS}`,
+        [zone, approvalIds.map(ledgerUuid)],
+      )
+    : { rows: [] };
   const seen = new Set(anchors.map((r) => r.seq));
-  const steps = [...issuances.filter((r) => !seen.has(r.seq)), ...anchors]
+  const extra = [...issuances, ...decisions].filter((r) => !seen.has(r.seq) && seen.add(r.seq));
+  const steps = [...extra, ...anchors]
     .map((row) => ({ row, event: decodeEvent(row) }))
     .sort((a, b) => micros(a.event) - micros(b.event) || Number(a.row.seq) - Number(b.row.seq));
 
@@ -105,6 +115,10 @@ export function sentenceOf(event: AuditEvent): string {
         ? `${method} allowed ${who} with mandate ${event.mandateId}`
         : `${method} denied ${who}: ${reasonPhrase(event)}`;
     }
+    case EventType.APPROVAL:
+      return `${event.actor || "an operator"} ${event.action.replace("approval ", "") || "decided"} approval ${event.approvalId} of ${who}'s request for ${what}${
+        event.attributes.reason ? `: "${event.attributes.reason}"` : ""
+      }`;
     default:
       return `${event.actor || who} ${event.action || EventType[event.type]?.toLowerCase().replaceAll("_", " ") || "event"}`;
   }

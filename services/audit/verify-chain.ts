@@ -20,6 +20,7 @@ interface ChainRow {
   root_session_id: string | null;
   resources: string[] | null;
   mandate_id: string | null;
+  approval_id: string | null;
   payload: Buffer;
   prev_hash: Buffer;
   hmac: Buffer;
@@ -57,7 +58,7 @@ export async function verifyChain(deps: AuditDeps, request: VerifyChainRequest):
   while (expected <= to) {
     const { rows } = await deps.store.query<ChainRow>(
       `SELECT seq, event_id, (extract(epoch FROM time) * 1000000)::bigint AS time_us, type, decision, request_id, decision_id,
-              client_id, session_id, root_session_id, resources, mandate_id, payload, prev_hash, hmac
+              client_id, session_id, root_session_id, resources, mandate_id, approval_id, payload, prev_hash, hmac
        FROM audit_events WHERE zone = $1 AND seq >= $2 AND seq <= $3 ORDER BY seq LIMIT ${PAGE}`,
       [zone, expected, to],
     );

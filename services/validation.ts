@@ -87,3 +87,19 @@ export const pageToken = {
     return Buffer.from(token, "base64url").toString("utf8");
   },
 };
+
+/** Page tokens of lists ordered by (created_at, id) newest first: the last row's time and UUID. */
+export const timeIdPageToken = {
+  encode(createdAt: Date, id: string): string {
+    return pageToken.encode(`${createdAt.toISOString()}|${id}`);
+  },
+  /** The last row of the previous page, or undefined for the first page. */
+  decode(token: string, field = "page_token"): { createdAt: Date; id: string } | undefined {
+    const cursor = pageToken.decode(token, field);
+    if (cursor === undefined) return undefined;
+    const [at, id] = cursor.split("|");
+    const createdAt = new Date(at ?? "");
+    if (Number.isNaN(createdAt.getTime()) || !/^[0-9a-f-]{36}$/.test(id ?? "")) throw invalidArgument(field, "is not a token this server issued");
+    return { createdAt, id: id! };
+  },
+};

@@ -1,4 +1,4 @@
-import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
+import { Code, createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ApprovalChallengeSchema, ApprovalState, type ApprovalChallenge } from "../gen/caracal/approval/v1/approval_pb.js";
@@ -8,15 +8,7 @@ import { PolicyService } from "../gen/caracal/policy/v1/policy_service_pb.js";
 import { errorDetailOf, reasonOf } from "../interceptors/caracal-error.js";
 import { mandateClientInterceptor } from "../interceptors/connect/mandate-client-interceptor.js";
 import { HARNESS_KINDS, startHarness, type CaracalHarness } from "./support/caracal-harness.js";
-
-async function refusal(promise: Promise<unknown>): Promise<ConnectError> {
-  try {
-    await promise;
-  } catch (error) {
-    return ConnectError.from(error);
-  }
-  throw new Error("expected a refusal");
-}
+import { refusal } from "./support/refusal.js";
 
 const POLICIES = [
   '@id("sessions") permit(principal, action == Action::"StartSession", resource);',

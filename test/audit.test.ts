@@ -23,15 +23,7 @@ import { HARNESS_KINDS, startHarness, type CaracalHarness } from "./support/cara
 import { natsTestNamespace, testNatsUrl } from "./support/nats.js";
 import { createTestDatabase, testAdminDatabaseUrl } from "./support/postgres.js";
 import { pino } from "pino";
-
-async function refusal(promise: Promise<unknown>): Promise<ConnectError> {
-  try {
-    await promise;
-  } catch (error) {
-    return ConnectError.from(error);
-  }
-  throw new Error("expected a refusal");
-}
+import { refusal } from "./support/refusal.js";
 
 describe.each(HARNESS_KINDS)("the audit ledger and AuditService on %s", (kind) => {
   let caracal: CaracalHarness;

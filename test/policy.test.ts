@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
+import { Code, createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -16,17 +16,9 @@ import { ActivePolicySets } from "../services/policy/active-policy-sets.js";
 import { CedarEngine } from "../services/policy/cedar-engine.js";
 import { startCaracalServer } from "../services/server/caracal-server.js";
 import { HARNESS_KINDS, startHarness, type CaracalHarness } from "./support/caracal-harness.js";
+import { refusal } from "./support/refusal.js";
 
 type Source = MessageInitShape<typeof PolicySourceSchema>;
-
-async function refusal(promise: Promise<unknown>): Promise<ConnectError> {
-  try {
-    await promise;
-  } catch (error) {
-    return ConnectError.from(error);
-  }
-  throw new Error("expected a refusal");
-}
 
 const source = (...texts: string[]): Source => ({ documents: texts.map((text, i) => ({ name: `p${i}.cedar`, text })) });
 

@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
+import { Code, createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { AuditService } from "../gen/caracal/audit/v1/audit_service_pb.js";
@@ -8,15 +8,7 @@ import { ProbeService } from "../gen/caracal/probe/v1/probe_service_pb.js";
 import { errorDetailOf, reasonOf } from "../interceptors/caracal-error.js";
 import { mandateClientInterceptor } from "../interceptors/connect/mandate-client-interceptor.js";
 import { HARNESS_KINDS, startHarness, type CaracalHarness } from "./support/caracal-harness.js";
-
-async function refusal(promise: Promise<unknown>): Promise<ConnectError> {
-  try {
-    await promise;
-  } catch (error) {
-    return ConnectError.from(error);
-  }
-  throw new Error("expected a refusal");
-}
+import { refusal } from "./support/refusal.js";
 
 describe.each(HARNESS_KINDS)("the built-in probe service and DeleteZone on %s", (kind) => {
   let caracal: CaracalHarness;

@@ -23,6 +23,7 @@ import { Reason } from "../../gen/caracal/errors/v1/error_detail_pb.js";
 import type { AuditEventInit } from "../../interceptors/audit-sink.js";
 import type { IncomingEvent } from "../../services/audit/audit-ledger.js";
 import { applications, realisticPolicySource, resources, type BenchApplication, type BenchCall } from "../policy/realistic-set.js";
+import { mulberry32, oneOf, pick } from "../support/seeded-random.js";
 
 /** The zones, with their share of the traffic. */
 export const ZONES: readonly (readonly [zone: string, share: number])[] = [
@@ -263,31 +264,4 @@ function methodName(scope: string): string {
 
 function capitalised(word: string): string {
   return word.charAt(0).toUpperCase() + word.slice(1);
-}
-
-/** mulberry32: a tiny seeded PRNG with uniform floats in [0, 1). */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}
-
-function oneOf<T>(random: () => number, items: readonly T[]): T {
-  return items[Math.floor(random() * items.length)]!;
-}
-
-/** A value chosen by weight; the weights need not sum to 1. */
-function pick<T>(random: () => number, weighted: readonly (readonly [T, number])[]): T {
-  const total = weighted.reduce((sum, [, w]) => sum + w, 0);
-  let r = random() * total;
-  for (const [value, weight] of weighted) {
-    r -= weight;
-    if (r < 0) return value;
-  }
-  return weighted[weighted.length - 1]![0];
 }

@@ -8,6 +8,7 @@
  * any machine, evaluate the same requests in the same order.
  */
 import type { AuthorizationRequestInput, PolicySourceInput } from "../../services/policy/policy-engine.js";
+import { mulberry32, oneOf, pick } from "../support/seeded-random.js";
 
 /** An application as the directory knows it, and what it calls day to day. */
 export interface BenchApplication {
@@ -566,31 +567,4 @@ export function drawRequests(count: number, seed: number): AuthorizationRequestI
     });
   }
   return requests;
-}
-
-/** mulberry32: a tiny seeded PRNG with uniform floats in [0, 1). */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}
-
-function oneOf<T>(random: () => number, items: readonly T[]): T {
-  return items[Math.floor(random() * items.length)]!;
-}
-
-/** A value chosen by weight; the weights need not sum to 1. */
-function pick<T>(random: () => number, weighted: readonly (readonly [T, number])[]): T {
-  const total = weighted.reduce((sum, [, w]) => sum + w, 0);
-  let r = random() * total;
-  for (const [value, weight] of weighted) {
-    r -= weight;
-    if (r < 0) return value;
-  }
-  return weighted[weighted.length - 1]![0];
 }

@@ -17,21 +17,14 @@ import { approvalMessage, approvalStateName } from "../approval/approval-message
 import { decideApproval, findApproval, listApprovals as listRows, stateOf } from "../approval/approval-rows.js";
 import { notFound, requireZone } from "../directory/require-zone.js";
 import { requestContextKey } from "../server/request-context.js";
-import { boundedText, invalidArgument, pageSize, pageToken } from "../validation.js";
+import { boundedText, invalidArgument, pageSize, timeIdPageToken } from "../validation.js";
 import type { AdminDeps } from "./admin-deps.js";
 
 /** `ListApprovals`: the zone's approvals, newest first, optionally in one state. */
 export async function listApprovalsPage(deps: AdminDeps, request: ListApprovalsRequest): Promise<MessageInitShape<typeof ListApprovalsResponseSchema>> {
   const zone = await requireZone(deps.store, request.zone);
   const limit = pageSize(request.pageSize);
-  const cursor = pageToken.decode(request.pageToken);
-  let after: { createdAt: Date; id: string } | undefined;
-  if (cursor !== undefined) {
-    const [at, id] = cursor.split("|");
-    const createdAt = new Date(at ?? "");
-    if (Number.isNaN(createdAt.getTime()) || !/^[0-9a-f-]{36}$/.test(id ?? "")) throw invalidArgument("page_token", "is not a token this server issued");
-    after = { createdAt, id: id! };
-  }
+  const after = timeIdPageToken.decode(request.pageToken);
   const state = request.state === 0 ? undefined : approvalStateName(request.state);
   if (request.state !== 0 && !state) throw invalidArgument("state", "is not a known state");
   const now = deps.now();
@@ -40,7 +33,7 @@ export async function listApprovalsPage(deps: AdminDeps, request: ListApprovalsR
   const last = page.at(-1);
   return {
     approvals: page.map((r) => approvalMessage(zone.slug, r, now)),
-    nextPageToken: rows.length > limit && last ? pageToken.encode(`${last.createdAt.toISOString()}|${last.approvalId}`) : "",
+    nextPageToken: rows.length > limit && last ? timeIdPageToken.encode(last.createdAt, last.approvalId) : "",
   };
 }
 

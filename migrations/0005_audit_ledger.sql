@@ -24,10 +24,13 @@ CREATE TABLE audit_events (
   mandate_id    uuid,
   -- The step-up approval involved: joins an issuance to the operator's decision.
   approval_id   uuid,
+  -- The AuditEvent as published, or (slim) without the ids the columns hold,
+  -- when putting them back restores the published bytes exactly.
   payload       bytea       NOT NULL,
+  slim          boolean     NOT NULL,
   -- The previous row's hmac (32 zero bytes for the first row).
   prev_hash     bytea       NOT NULL,
-  -- HMAC-SHA256 under the audit key of prev_hash, zone, seq and payload.
+  -- HMAC-SHA256 under the audit key of prev_hash, zone, seq and the published payload.
   hmac          bytea       NOT NULL,
   PRIMARY KEY (zone, seq)
 );

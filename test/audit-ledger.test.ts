@@ -83,6 +83,29 @@ describe.each(["postgres", "pglite"] as const)("the audit ledger on %s", (kind) 
     expect(await verify(a)).toMatchObject({ intact: true, rowsChecked: 3n });
   });
 
+  it("stores the payload without the ids its columns hold, unless that would not restore the published bytes", async () => {
+    const zone = newZone();
+    const sid = randomUUID();
+    const ordinary = event(zone, 1, { sessionId: sid, rootSessionId: sid, mandateId: randomUUID() });
+    // An upper-case id comes back lower-case from a uuid column: such an event is stored whole.
+    const shouting = event(zone, 2, { eventId: randomUUID().toUpperCase() });
+    await ledger.append([ordinary, shouting]);
+    const { rows } = await store.query<{ seq: string; slim: boolean; bytes: number }>(
+      "SELECT seq, slim, octet_length(payload) AS bytes FROM audit_events WHERE zone = $1 ORDER BY seq",
+      [zone],
+    );
+    expect(rows.map((r) => [r.seq, r.slim])).toEqual([["1", true], ["2", false]]);
+    expect(rows[0]!.bytes).toBeLessThan(ordinary.data.length - 100);
+    expect(rows[1]!.bytes).toBe(shouting.data.length);
+    // Both read back exactly as published, and the chain holds.
+    const records = await query(deps, create(QueryRequestSchema, { filter: { zone } }));
+    expect(records.records!.map((r) => toBinary(AuditEventSchema, create(AuditEventSchema, r.event!)))).toEqual([shouting.data, ordinary.data]);
+    expect(await verify(zone)).toMatchObject({ intact: true, rowsChecked: 2n });
+    // An id column edited on a slim row breaks its HMAC.
+    await store.query("UPDATE audit_events SET client_id = 'someone-else' WHERE zone = $1 AND seq = 1", [zone]);
+    expect(await verify(zone)).toMatchObject({ intact: false, firstBreak: { sequence: 1n, kind: ChainBreakKind.EDITED } });
+  });
+
   it("skips a payload that is not an AuditEvent and stores the rest", async () => {
     const zone = newZone();
     expect(await ledger.append([{ zone, data: Uint8Array.from([0xff, 0xff, 0xff]) }, event(zone, 1)])).toEqual({ stored: 1, duplicates: 0, undecodable: 1 });

@@ -3,6 +3,7 @@ import { fromBinary } from "@bufbuild/protobuf";
 import { AuditEventSchema, type AuditEvent } from "../../gen/caracal/audit/v1/audit_event_pb.js";
 import { ZONE_PATTERN } from "../../interceptors/mandate-claims.js";
 import type { Store } from "../store/store.js";
+import { storedPayload } from "./stored-payload.js";
 
 /** One event as it arrived: the protobuf bytes and the zone its subject named. */
 export interface IncomingEvent {
@@ -144,13 +145,16 @@ export class AuditLedger {
         const head = chain.get(zone)!;
         const seq = head.seq + 1;
         const hmac = rowHmac(this.#key, head.hmac, zone, seq, payload);
+        const columns = filterColumns(event);
+        const stored = storedPayload(payload, event, { event_id: id, ...columns });
         rows.push({
           zone,
           seq,
           event_id: id,
           time: isoMicros(eventMicros(event)),
-          ...filterColumns(event),
-          payload: Buffer.from(payload).toString("hex"),
+          ...columns,
+          payload: Buffer.from(stored.bytes).toString("hex"),
+          slim: stored.slim,
           prev_hash: head.hmac.toString("hex"),
           hmac: hmac.toString("hex"),
         });
@@ -158,12 +162,12 @@ export class AuditLedger {
       }
       await tx.query(
         `INSERT INTO audit_events (zone, seq, event_id, time, type, decision, request_id, decision_id, client_id, session_id,
-                                   root_session_id, resources, mandate_id, approval_id, payload, prev_hash, hmac)
+                                   root_session_id, resources, mandate_id, approval_id, payload, slim, prev_hash, hmac)
          SELECT zone, seq, event_id, time, type, decision, request_id, decision_id, client_id, session_id, root_session_id,
-                resources, mandate_id, approval_id, decode(payload, 'hex'), decode(prev_hash, 'hex'), decode(hmac, 'hex')
+                resources, mandate_id, approval_id, decode(payload, 'hex'), slim, decode(prev_hash, 'hex'), decode(hmac, 'hex')
          FROM jsonb_to_recordset($1::jsonb) AS r(zone text, seq bigint, event_id uuid, time timestamptz, type smallint,
               decision smallint, request_id text, decision_id uuid, client_id text, session_id uuid, root_session_id uuid,
-              resources text[], mandate_id uuid, approval_id uuid, payload text, prev_hash text, hmac text)`,
+              resources text[], mandate_id uuid, approval_id uuid, payload text, slim boolean, prev_hash text, hmac text)`,
         [JSON.stringify(rows)],
       );
       await tx.query(

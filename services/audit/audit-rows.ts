@@ -4,19 +4,22 @@ import { AuditEventSchema, type AuditEvent } from "../../gen/caracal/audit/v1/au
 import type { AuditFilter, AuditRecordSchema } from "../../gen/caracal/audit/v1/audit_service_pb.js";
 import { identifier, invalidArgument, zoneSlug } from "../validation.js";
 import { ledgerUuid } from "./audit-ledger.js";
+import { publishedPayload, type IdColumns } from "./stored-payload.js";
 
 /** A ledger row as the queries read it. */
-export interface AuditRow {
+export interface AuditRow extends IdColumns {
   zone: string;
   seq: string;
   payload: Buffer;
+  slim: boolean;
   prev_hash: Buffer;
   hmac: Buffer;
   [column: string]: unknown;
 }
 
-/** The columns every record query selects. */
-export const RECORD_COLUMNS = "zone, seq, payload, prev_hash, hmac";
+/** The columns every record query selects: enough to restore the published event. */
+export const RECORD_COLUMNS =
+  "zone, seq, event_id, request_id, decision_id, client_id, session_id, root_session_id, mandate_id, approval_id, resources, payload, slim, prev_hash, hmac";
 
 /** A stored event with its place in the chain. */
 export function recordMessage(row: AuditRow): MessageInitShape<typeof AuditRecordSchema> {
@@ -28,9 +31,9 @@ export function recordMessage(row: AuditRow): MessageInitShape<typeof AuditRecor
   };
 }
 
-/** The event a row holds. */
-export function decodeEvent(row: Pick<AuditRow, "payload">): AuditEvent {
-  return fromBinary(AuditEventSchema, row.payload);
+/** The event a row holds, as its producer published it. */
+export function decodeEvent(row: AuditRow): AuditEvent {
+  return fromBinary(AuditEventSchema, publishedPayload(row));
 }
 
 /**

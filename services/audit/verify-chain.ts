@@ -3,28 +3,15 @@ import { ChainBreakKind, type VerifyChainRequest, type VerifyChainResponseSchema
 import { invalidArgument, zoneSlug } from "../validation.js";
 import type { AuditDeps } from "./audit-deps.js";
 import { eventKey, eventMicros, filterColumns, GENESIS, rowHmac } from "./audit-ledger.js";
-import { decodeEvent } from "./audit-rows.js";
+import { decodeEvent, type AuditRow } from "./audit-rows.js";
+import { publishedPayload } from "./stored-payload.js";
 
 const PAGE = 5_000;
 
-interface ChainRow {
-  seq: string;
-  event_id: string;
+interface ChainRow extends AuditRow {
   time_us: string;
   type: number;
   decision: number;
-  request_id: string | null;
-  decision_id: string | null;
-  client_id: string | null;
-  session_id: string | null;
-  root_session_id: string | null;
-  resources: string[] | null;
-  mandate_id: string | null;
-  approval_id: string | null;
-  payload: Buffer;
-  prev_hash: Buffer;
-  hmac: Buffer;
-  [column: string]: unknown;
 }
 
 type Break = MessageInitShape<typeof VerifyChainResponseSchema>["firstBreak"];
@@ -58,7 +45,7 @@ export async function verifyChain(deps: AuditDeps, request: VerifyChainRequest):
   while (expected <= to) {
     const { rows } = await deps.store.query<ChainRow>(
       `SELECT seq, event_id, (extract(epoch FROM time) * 1000000)::bigint AS time_us, type, decision, request_id, decision_id,
-              client_id, session_id, root_session_id, resources, mandate_id, approval_id, payload, prev_hash, hmac
+              client_id, session_id, root_session_id, resources, mandate_id, approval_id, payload, slim, prev_hash, hmac, zone
        FROM audit_events WHERE zone = $1 AND seq >= $2 AND seq <= $3 ORDER BY seq LIMIT ${PAGE}`,
       [zone, expected, to],
     );
@@ -70,7 +57,8 @@ export async function verifyChain(deps: AuditDeps, request: VerifyChainRequest):
       if (!prevHash.equals(prev)) {
         return broken(checked, seq, ChainBreakKind.REORDERED, `row ${seq} does not follow row ${seq - 1}: its previous-hash is not that row's HMAC`);
       }
-      if (!Buffer.from(row.hmac).equals(rowHmac(deps.auditKey, prevHash, zone, seq, row.payload))) {
+      // Over the published bytes: a slim row restores them from its id columns, so editing those breaks the HMAC too.
+      if (!Buffer.from(row.hmac).equals(rowHmac(deps.auditKey, prevHash, zone, seq, publishedOrEmpty(row)))) {
         return broken(checked, seq, ChainBreakKind.EDITED, `row ${seq} was changed: its HMAC does not cover its content`);
       }
       const mismatch = columnMismatch(row);
@@ -97,11 +85,20 @@ function columnMismatch(row: ChainRow): string | undefined {
   } catch {
     return "payload";
   }
-  if (row.event_id !== eventKey(event, row.payload)) return "event_id";
+  if (row.event_id !== eventKey(event, publishedPayload(row))) return "event_id";
   if (BigInt(row.time_us) !== eventMicros(event)) return "time";
   const expected = filterColumns(event);
   for (const [column, value] of Object.entries(expected)) {
     if (JSON.stringify(row[column]) !== JSON.stringify(value)) return column;
   }
   return undefined;
+}
+
+/** The published bytes, or nothing when a slim payload no longer decodes (then the HMAC fails: edited). */
+function publishedOrEmpty(row: ChainRow): Uint8Array {
+  try {
+    return publishedPayload(row);
+  } catch {
+    return new Uint8Array();
+  }
 }

@@ -23,9 +23,26 @@ export interface IdColumns {
  * column breaks the chain like an edited payload.
  */
 export function storedPayload(published: Uint8Array, event: AuditEvent, columns: IdColumns): { bytes: Uint8Array; slim: boolean } {
-  const slim = toBinary(AuditEventSchema, withoutIds(event));
-  const restored = restore(slim, columns);
-  return equalBytes(restored, published) ? { bytes: slim, slim: true } : { bytes: published, slim: false };
+  // Restoring sets the ids from the columns and encodes: that gives the
+  // published bytes exactly when the columns hold the ids unchanged and the
+  // producer's encoding is the canonical one (protobuf-es encodes a message
+  // the same way every time, unknown fields included).
+  const kept =
+    columns.event_id === event.eventId &&
+    (columns.request_id ?? "") === event.requestId &&
+    (columns.decision_id ?? "") === event.decisionId &&
+    (columns.client_id ?? "") === event.clientId &&
+    (columns.session_id ?? "") === event.sessionId &&
+    (columns.root_session_id ?? columns.session_id ?? "") === event.rootSessionId &&
+    (columns.mandate_id ?? "") === event.mandateId &&
+    (columns.approval_id ?? "") === event.approvalId &&
+    sameList(columns.resources ?? [], event.resources);
+  if (!kept || !equalBytes(toBinary(AuditEventSchema, event), published)) return { bytes: published, slim: false };
+  return { bytes: toBinary(AuditEventSchema, withoutIds(event)), slim: true };
+}
+
+function sameList(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
 /** The bytes the producer published, from a stored row. */

@@ -1,17 +1,12 @@
 import { ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ApprovalChallengeSchema, ApprovalState } from "../gen/caracal/approval/v1/approval_pb.js";
 import { PolicyService } from "../gen/caracal/policy/v1/policy_service_pb.js";
 import { mandateClientInterceptor } from "../interceptors/connect/mandate-client-interceptor.js";
-import { main } from "../services/main.js";
 import { HARNESS_KINDS, startHarness, type CaracalHarness } from "./support/caracal-harness.js";
+import { runCli, type CliRun as Run } from "./support/cli-run.js";
 
-interface Run {
-  readonly code: number;
-  readonly stdout: string;
-  readonly stderr: string;
-}
 
 const POLICIES = [
   '@id("sessions") permit(principal, action == Action::"StartSession", resource);',
@@ -35,25 +30,7 @@ describe.each(HARNESS_KINDS)("caracal approvals against a running server on %s",
 
   /** Runs `caracal <args>` in-process with the harness's admin profile, capturing its output; no run may print the admin secret. */
   async function caracal(args: readonly string[]): Promise<Run> {
-    const out: string[] = [];
-    const err: string[] = [];
-    const capture = (stream: NodeJS.WriteStream, into: string[]) =>
-      vi.spyOn(stream, "write").mockImplementation(((chunk: string | Uint8Array) => {
-        into.push(typeof chunk === "string" ? chunk : Buffer.from(chunk).toString("utf8"));
-        return true;
-      }) as typeof stream.write);
-    const stdout = capture(process.stdout, out);
-    const stderr = capture(process.stderr, err);
-    let code: number;
-    try {
-      code = await main([...args, "--profile", harness.profilePath]);
-    } finally {
-      stdout.mockRestore();
-      stderr.mockRestore();
-    }
-    const run = { code, stdout: out.join(""), stderr: err.join("") };
-    expect(run.stdout + run.stderr).not.toContain(harness.profile.client_secret);
-    return run;
+    return runCli([...args, "--profile", harness.profilePath], { secret: harness.profile.client_secret });
   }
 
   /** A zone holding invoices.write for approval, with one pending approval raised by its agent. */

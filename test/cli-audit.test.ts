@@ -4,20 +4,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { errorDetailOf } from "../interceptors/caracal-error.js";
-import { main } from "../services/main.js";
 import { HARNESS_KINDS, startHarness, type CaracalHarness } from "./support/caracal-harness.js";
+import { startCli, type RunningCli as Running } from "./support/cli-run.js";
 
-interface Run {
-  readonly code: number;
-  readonly stdout: string;
-  readonly stderr: string;
-}
 
-/** A command still running, with what it has written so far. */
-interface Running {
-  readonly stdout: () => string;
-  readonly finished: Promise<Run>;
-}
 
 /** What one zone's traffic left behind. */
 interface Traffic {
@@ -64,28 +54,7 @@ describe.each(HARNESS_KINDS)("caracal audit against a running server on %s", (ki
    * at a time: the capture replaces process.stdout.write.
    */
   function start(args: readonly string[]): Running {
-    const out: string[] = [];
-    const err: string[] = [];
-    const capture = (stream: NodeJS.WriteStream, into: string[]) =>
-      vi.spyOn(stream, "write").mockImplementation(((chunk: string | Uint8Array, ...rest: unknown[]) => {
-        into.push(typeof chunk === "string" ? chunk : Buffer.from(chunk).toString("utf8"));
-        const callback = rest.find((arg) => typeof arg === "function") as (() => void) | undefined;
-        if (callback) process.nextTick(callback);
-        return true;
-      }) as typeof stream.write);
-    const stdout = capture(process.stdout, out);
-    const stderr = capture(process.stderr, err);
-    const finished = main(args.includes("--profile") ? args : [...args, "--profile", harness.profilePath])
-      .finally(() => {
-        stdout.mockRestore();
-        stderr.mockRestore();
-      })
-      .then((code) => {
-        const run = { code, stdout: out.join(""), stderr: err.join("") };
-        expect(run.stdout + run.stderr).not.toContain(harness.profile.client_secret);
-        return run;
-      });
-    return { stdout: () => out.join(""), finished };
+    return startCli(args.includes("--profile") ? args : [...args, "--profile", harness.profilePath], { secret: harness.profile.client_secret });
   }
 
   const caracal = (args: readonly string[]) => start(args).finished;

@@ -1,15 +1,10 @@
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
-import { main } from "../services/main.js";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { HARNESS_KINDS, startHarness, type CaracalHarness } from "./support/caracal-harness.js";
+import { runCli, type CliRun as Run } from "./support/cli-run.js";
 
-interface Run {
-  readonly code: number;
-  readonly stdout: string;
-  readonly stderr: string;
-}
 
 function lines(text: string): string[] {
   return text.trimEnd().split("\n");
@@ -63,25 +58,7 @@ describe.each(HARNESS_KINDS)("caracal policy against a running server on %s", (k
    * print the admin secret.
    */
   async function caracal(args: readonly string[]): Promise<Run> {
-    const out: string[] = [];
-    const err: string[] = [];
-    const capture = (stream: NodeJS.WriteStream, into: string[]) =>
-      vi.spyOn(stream, "write").mockImplementation(((chunk: string | Uint8Array) => {
-        into.push(typeof chunk === "string" ? chunk : Buffer.from(chunk).toString("utf8"));
-        return true;
-      }) as typeof stream.write);
-    const stdout = capture(process.stdout, out);
-    const stderr = capture(process.stderr, err);
-    let code: number;
-    try {
-      code = await main(args.includes("--profile") ? args : [...args, "--profile", harness.profilePath]);
-    } finally {
-      stdout.mockRestore();
-      stderr.mockRestore();
-    }
-    const run = { code, stdout: out.join(""), stderr: err.join("") };
-    expect(run.stdout + run.stderr).not.toContain(harness.profile.client_secret);
-    return run;
+    return runCli(args.includes("--profile") ? args : [...args, "--profile", harness.profilePath], { secret: harness.profile.client_secret });
   }
 
   /** A fresh zone for one test. */

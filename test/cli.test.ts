@@ -4,17 +4,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createRemoteJWKSet, decodeProtectedHeader, exportJWK, generateKeyPair, jwtVerify } from "jose";
-import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { MANDATE_TYPE } from "../interceptors/mandate-claims.js";
 import { loadConfig } from "../services/config.js";
-import { main } from "../services/main.js";
 import { createLogger, serve, type RunningCaracal } from "../services/serve.js";
+import { runCli, type CliRun as Run } from "./support/cli-run.js";
 
-interface Run {
-  readonly code: number;
-  readonly stdout: string;
-  readonly stderr: string;
-}
 
 const caracalBin = fileURLToPath(new URL("../bin/caracal.js", import.meta.url));
 
@@ -29,27 +24,12 @@ async function caracal(args: readonly string[], env: Record<string, string> = {}
   const saved = Object.fromEntries(Object.entries(process.env).filter(([key]) => key.startsWith("CARACAL_")));
   for (const key of Object.keys(saved)) delete process.env[key];
   Object.assign(process.env, env);
-  const out: string[] = [];
-  const err: string[] = [];
-  const capture = (stream: NodeJS.WriteStream, into: string[]) =>
-    vi.spyOn(stream, "write").mockImplementation(((chunk: string | Uint8Array) => {
-      into.push(typeof chunk === "string" ? chunk : Buffer.from(chunk).toString("utf8"));
-      return true;
-    }) as typeof stream.write);
-  const stdout = capture(process.stdout, out);
-  const stderr = capture(process.stderr, err);
-  let code: number;
   try {
-    code = await main(args);
+    return await runCli(args, adminSecret ? { secret: adminSecret } : {});
   } finally {
-    stdout.mockRestore();
-    stderr.mockRestore();
     for (const key of Object.keys(env)) delete process.env[key];
     Object.assign(process.env, saved);
   }
-  const run = { code, stdout: out.join(""), stderr: err.join("") };
-  if (adminSecret) expect(run.stdout + run.stderr).not.toContain(adminSecret);
-  return run;
 }
 
 /** Runs the installed `caracal` bin as a separate process, as a shell would. */

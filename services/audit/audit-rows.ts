@@ -22,9 +22,9 @@ export const RECORD_COLUMNS =
   "zone, seq, event_id, request_id, decision_id, client_id, session_id, root_session_id, mandate_id, approval_id, resources, payload, slim, prev_hash, hmac";
 
 /** A stored event with its place in the chain. */
-export function recordMessage(row: AuditRow): MessageInitShape<typeof AuditRecordSchema> {
+export function recordMessage(row: AuditRow, event: AuditEvent = decodeEvent(row)): MessageInitShape<typeof AuditRecordSchema> {
   return {
-    event: decodeEvent(row),
+    event,
     sequence: BigInt(row.seq),
     hash: Buffer.from(row.hmac).toString("hex"),
     previousHash: Buffer.from(row.prev_hash).toString("hex"),

@@ -52,7 +52,8 @@ export async function explain(deps: AuditDeps, request: ExplainRequest): Promise
       )
     : { rows: [] };
   // The operator's decision on any approval an issuance or the request itself redeemed.
-  const approvalIds = [...new Set([...issuances.map(decodeEvent), ...anchorEvents].map((e) => e.approvalId).filter((id) => id !== ""))];
+  const issuanceEvents = issuances.map(decodeEvent);
+  const approvalIds = [...new Set([...issuanceEvents, ...anchorEvents].map((e) => e.approvalId).filter((id) => id !== ""))];
   const { rows: decisions } = approvalIds.length
     ? await deps.store.query<AuditRow>(
         `SELECT ${RECORD_COLUMNS} FROM audit_events WHERE zone = $1 AND approval_id = ANY($2::uuid[]) AND type = ${EventType.APPROVAL}
@@ -60,17 +61,21 @@ export async function explain(deps: AuditDeps, request: ExplainRequest): Promise
         [zone, approvalIds.map(ledgerUuid)],
       )
     : { rows: [] };
-  const seen = new Set(anchors.map((r) => r.seq));
-  const extra = [...issuances, ...decisions].filter((r) => !seen.has(r.seq) && seen.add(r.seq));
-  const steps = [...extra, ...anchors]
-    .map((row) => ({ row, event: decodeEvent(row) }))
+  // Each row decoded once; a row found twice (an anchor that is also an issuance) appears once.
+  const seen = new Set<string>();
+  const steps = [
+    ...anchors.map((row, i) => ({ row, event: anchorEvents[i]! })),
+    ...issuances.map((row, i) => ({ row, event: issuanceEvents[i]! })),
+    ...decisions.map((row) => ({ row, event: decodeEvent(row) })),
+  ]
+    .filter(({ row }) => !seen.has(row.seq) && seen.add(row.seq))
     .sort((a, b) => micros(a.event) - micros(b.event) || Number(a.row.seq) - Number(b.row.seq));
 
   const final = anchorEvents.filter((e) => e.decision !== AuditDecision.UNSPECIFIED).at(-1) ?? anchorEvents.at(-1)!;
   return {
     summary: summaryOf(final),
     decision: final.decision,
-    steps: steps.map(({ row, event }) => ({ record: recordMessage(row), sentence: sentenceOf(event) })),
+    steps: steps.map(({ row, event }) => ({ record: recordMessage(row, event), sentence: sentenceOf(event) })),
   };
 }
 

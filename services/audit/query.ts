@@ -27,7 +27,7 @@ export async function query(deps: AuditDeps, request: QueryRequest): Promise<Mes
   const page = rows.slice(0, limit);
   const last = page.at(-1);
   return {
-    records: page.map(recordMessage),
+    records: page.map((row) => recordMessage(row)),
     nextPageToken: rows.length > limit && last ? pageToken.encode(`${last.time_us}|${last.seq}`) : "",
   };
 }

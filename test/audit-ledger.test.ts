@@ -111,6 +111,43 @@ describe.each(["postgres", "pglite"] as const)("the audit ledger on %s", (kind) 
     expect(await ledger.append([{ zone, data: Uint8Array.from([0xff, 0xff, 0xff]) }, event(zone, 1)])).toEqual({ stored: 1, duplicates: 0, undecodable: 1 });
   });
 
+  it("sets aside, with a reason, events its columns cannot hold, so they never stop the ledger, and stores the rest", async () => {
+    const zone = newZone();
+    const reasons: string[] = [];
+    const reporting = new AuditLedger(store, key, (reason) => reasons.push(reason));
+    const invalidUtf8 = event(zone, 9);
+    // The request id r...: its first byte made 0xff, which is never valid UTF-8 (fromBinary refuses it too).
+    const at = Buffer.from(invalidUtf8.data).indexOf(Buffer.from(`req-${zone}-9`));
+    const broken = Uint8Array.from(invalidUtf8.data);
+    broken[at] = 0xff;
+    const result = await reporting.append([
+      event(zone, 1, { type: 70_000 as EventType }),
+      event(zone, 2, { time: { seconds: 253_402_300_800n, nanos: 0 } }),
+      event(zone, 3, { requestId: "a\0b" }),
+      event(zone, 4, { resources: ["ok", "nul\0"] }),
+      { zone, data: broken },
+      event(zone, 5),
+    ]);
+    expect(result).toEqual({ stored: 1, duplicates: 0, undecodable: 5 });
+    expect(reasons).toEqual(["type or decision out of range", "time out of range", "NUL in a text id", "NUL in a text id", "not an AuditEvent"]);
+    expect(await verify(zone)).toMatchObject({ intact: true, rowsChecked: 1n });
+  });
+
+  it("stores resources with quotes, backslashes, commas and braces, and times before 1970, exactly", async () => {
+    const zone = newZone();
+    const resources = ['say "hi"', "back\\slash", "a,b", "{braces}", "", "NULL"];
+    const old = event(zone, 1, { resources, time: { seconds: -1n, nanos: 999_999_000 } });
+    expect(await ledger.append([old])).toMatchObject({ stored: 1 });
+    const { rows } = await store.query<{ resources: string[]; us: string }>(
+      "SELECT resources, (extract(epoch FROM time) * 1000000)::bigint AS us FROM audit_events WHERE zone = $1",
+      [zone],
+    );
+    expect(rows).toEqual([{ resources, us: "-1" }]);
+    const records = await query(deps, create(QueryRequestSchema, { filter: { zone } }));
+    expect(toBinary(AuditEventSchema, create(AuditEventSchema, records.records![0]!.event!))).toEqual(old.data);
+    expect(await verify(zone)).toMatchObject({ intact: true, rowsChecked: 1n });
+  });
+
   it("never forks a chain under concurrent appenders", async () => {
     const zone = newZone();
     const other = new AuditLedger(store, key);

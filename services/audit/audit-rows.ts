@@ -3,7 +3,7 @@ import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { AuditEventSchema, type AuditEvent } from "../../gen/caracal/audit/v1/audit_event_pb.js";
 import type { AuditFilter, AuditRecordSchema } from "../../gen/caracal/audit/v1/audit_service_pb.js";
 import { identifier, invalidArgument, zoneSlug } from "../validation.js";
-import { ledgerUuid } from "./audit-ledger.js";
+import { ledgerUuid } from "./ledger-columns.js";
 import { publishedPayload, type IdColumns } from "./stored-payload.js";
 
 /** A ledger row as the queries read it. */

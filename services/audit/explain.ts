@@ -6,7 +6,7 @@ import { Reason } from "../../gen/caracal/errors/v1/error_detail_pb.js";
 import { caracalError } from "../../interceptors/caracal-error.js";
 import { invalidArgument, zoneSlug } from "../validation.js";
 import type { AuditDeps } from "./audit-deps.js";
-import { ledgerUuid } from "./audit-ledger.js";
+import { ledgerUuid } from "./ledger-columns.js";
 import { decodeEvent, RECORD_COLUMNS, recordMessage, type AuditRow } from "./audit-rows.js";
 
 const MAX_STEPS = 50;

@@ -14,14 +14,16 @@ export const LEDGER_DURABLE = "ledger";
  * Producers never wait for any of this: they publish and go on.
  */
 export function startLedger(bus: Bus, store: Store, auditKey: Buffer, log: Logger): Promise<Subscription> {
-  const ledger = new AuditLedger(store, auditKey);
+  const reasons = new Map<string, number>();
+  const ledger = new AuditLedger(store, auditKey, (reason) => reasons.set(reason, (reasons.get(reason) ?? 0) + 1));
   return bus.consumeBatch(
     "audit",
     LEDGER_DURABLE,
     async (messages) => {
+      reasons.clear();
       const result = await ledger.append(messages);
-      // Not an AuditEvent at all: storing it would make no record; keeping it would block the ledger.
-      if (result.undecodable > 0) log.error({ undecodable: result.undecodable }, "audit messages that are not AuditEvents were skipped");
+      // Not an AuditEvent the ledger can store: keeping it would block the ledger, so it is reported and skipped.
+      if (result.undecodable > 0) log.error({ undecodable: result.undecodable, reasons: Object.fromEntries(reasons) }, "audit messages the ledger cannot store were skipped");
     },
     { maxMessages: 500, maxWaitMs: 20 },
   );

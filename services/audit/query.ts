@@ -13,7 +13,8 @@ export async function query(deps: AuditDeps, request: QueryRequest): Promise<Mes
   const cursor = pageToken.decode(request.pageToken);
   if (cursor !== undefined) {
     // The last record's time in microseconds and its sequence: the page after it.
-    const match = /^(\d{1,17})\|(\d{1,18})$/.exec(cursor);
+    // Negative before 1970: the ledger keeps times back to year 1.
+    const match = /^(-?\d{1,17})\|(\d{1,18})$/.exec(cursor);
     if (!match) throw invalidArgument("page_token", "is not a token this server issued");
     params.push(match[1], match[2]);
     clause += ` AND (time, seq) < ('epoch'::timestamptz + $${params.length - 1}::bigint * interval '1 microsecond', $${params.length}::bigint)`;

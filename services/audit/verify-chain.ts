@@ -3,7 +3,8 @@ import { AuditEventSchema } from "../../gen/caracal/audit/v1/audit_event_pb.js";
 import { ChainBreakKind, type VerifyChainRequest, type VerifyChainResponseSchema } from "../../gen/caracal/audit/v1/audit_service_pb.js";
 import { invalidArgument, zoneSlug } from "../validation.js";
 import type { AuditDeps } from "./audit-deps.js";
-import { eventKey, eventMicros, filterColumns, GENESIS, rowHmac } from "./audit-ledger.js";
+import { GENESIS, rowHmac } from "./audit-ledger.js";
+import { eventKey, eventMicros, filterColumns } from "./ledger-columns.js";
 import type { AuditRow } from "./audit-rows.js";
 import { publishedPayload } from "./stored-payload.js";
 
@@ -87,7 +88,7 @@ function columnMismatch(row: ChainRow, published: Uint8Array): string | undefine
   } catch {
     return "payload";
   }
-  if (row.event_id !== eventKey(event, published)) return "event_id";
+  if (row.event_id !== eventKey(event.eventId, published)) return "event_id";
   if (BigInt(row.time_us) !== eventMicros(event)) return "time";
   const expected = filterColumns(event);
   for (const [column, value] of Object.entries(expected)) {

@@ -6,8 +6,9 @@
  * 1. Ingest. `AuditLedger.append` in batches of 500, one batch after another
  *    as services/audit/ledger-consumer.ts does, until `events` rows are
  *    stored. Events are generated and encoded 100,000 at a time before those
- *    are appended, so the rates are the ledger's alone (decode, chain HMACs,
- *    the transaction). Prints events/s over the whole run and over the last
+ *    are appended, so the rates are the ledger's alone (reading events on the
+ *    wire, chain HMACs, the transactions: up to three per batch, see
+ *    `AuditLedger.append`). Prints events/s over the whole run and over the last
  *    100,000 (the steady state at that table size) against the issue's target
  *    (≥ 10,000 events/s), the rate of each 100,000, batch p50/p99, wall and
  *    CPU time per event (this process, and this database's Postgres backends
@@ -32,7 +33,11 @@
  *    appenders with the zones split between them. Both appenders share this
  *    process's event loop and the machine's cores with Postgres.
  *
- *   npx tsx bench/audit/audit.bench.ts [events=1000000]
+ * With `time-ordered-ids`, the ids Caracal makes (event, decision, mandate)
+ * are UUIDv7 instead of random UUIDs, to measure what index locality would
+ * gain (see AuditTraffic); Caracal makes random UUIDs today.
+ *
+ *   npx tsx bench/audit/audit.bench.ts [events=1000000] [time-ordered-ids]
  */
 import { randomBytes } from "node:crypto";
 import { readFile } from "node:fs/promises";
@@ -48,6 +53,7 @@ import { createTestDatabase } from "../../test/support/postgres.js";
 import { AuditTraffic, ZONES, type TrafficEvent } from "./realistic-events.js";
 
 const EVENTS = Number(process.argv[2] ?? 1_000_000);
+const TIME_ORDERED_IDS = process.argv[3] === "time-ordered-ids";
 const BATCH = 500;
 const CHUNK = 100_000;
 const QUERIES = 1_000;
@@ -60,6 +66,7 @@ const TARGET_BYTES_PER_EVENT = 800;
 const TARGET_QUERY_MS = 5;
 
 if (!Number.isSafeInteger(EVENTS) || EVENTS < BATCH) throw new TypeError(`events must be an integer ≥ ${BATCH}, got ${process.argv[2]}`);
+if (process.argv[3] !== undefined && !TIME_ORDERED_IDS) throw new TypeError(`the second argument may only be time-ordered-ids, got ${process.argv[3]}`);
 
 const verdict = (met: boolean) => (met ? "met" : "NOT met");
 const load = () => loadavg().map((l) => l.toFixed(2)).join(" ");
@@ -75,12 +82,18 @@ try {
   );
   console.log(
     `node ${process.version}, ${cpus().length} cores, load average ${load()}; ` +
-      `Postgres ${server!.version} (shared_buffers ${server!.shared_buffers}, synchronous_commit ${server!.synchronous_commit})`,
+      `Postgres ${server!.version} (shared_buffers ${server!.shared_buffers}, synchronous_commit ${server!.synchronous_commit}); ` +
+      `ids Caracal makes: ${TIME_ORDERED_IDS ? "time-ordered (UUIDv7)" : "random (as today)"}`,
   );
 
   const auditKey = randomBytes(32);
   const ledger = new AuditLedger(store, auditKey);
-  const traffic = new AuditTraffic({ seed: SEED, startMicros: Date.now() * 1000 - (EVENTS + 3 * CHUNK) * GAP_MICROS, gapMicros: GAP_MICROS });
+  const traffic = new AuditTraffic({
+    seed: SEED,
+    startMicros: Date.now() * 1000 - (EVENTS + 3 * CHUNK) * GAP_MICROS,
+    gapMicros: GAP_MICROS,
+    timeOrderedIds: TIME_ORDERED_IDS,
+  });
 
   // ── 1. Ingest ──────────────────────────────────────────────────────────
   const sampled = requestIdSample(QUERY_WARMUP + QUERIES, SEED);

@@ -44,7 +44,7 @@ if (Object.values(ID_FIELDS).some((n, i, all) => i > 0 && n <= all[i - 1]!)) thr
  * Both directions work on the protobuf wire, field by field, without decoding
  * or encoding a message: the ledger does this for every event it stores.
  * The slim form is used only when restoring provably gives the published
- * bytes back (see `restorable`); test/stored-payload.test.ts holds that rule
+ * bytes back (see `restorable`); test/audit-wire.test.ts holds that rule
  * against actually restoring, for canonical and for odd encodings.
  *
  * @param published - an encoded `AuditEvent`, well-formed (`wellFormed`).

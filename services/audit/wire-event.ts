@@ -18,8 +18,8 @@ const NANOS = fieldNumber(TimestampSchema, "nanos");
  * The fields the ledger keeps in columns, read straight off an encoded
  * `AuditEvent` (see services/audit/wire-fields.ts for why), with the same
  * values `fromBinary` gives them: the last occurrence of a field wins,
- * repeated timestamps merge. Undefined when `fromBinary` would not decode
- * the event.
+ * repeated timestamps merge. Undefined when the event is not well-formed
+ * (`wellFormed`): when `fromBinary` would not decode it, or might misread it.
  *
  * @param fields - `topLevelFields(bytes)`, when the caller has it already.
  */

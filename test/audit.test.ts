@@ -250,6 +250,32 @@ describe("the ledger consumer on NATS and Postgres", () => {
     }
   }, 90_000);
 
+  it("logs what it set aside and why, and stores the rest", async () => {
+    const database = await createTestDatabase();
+    const store = await openStore({ databaseUrl: database.url, dataDir: "" });
+    const bus: Bus = await openNatsBus({ url: testNatsUrl, ...ns.prefix(), onError: () => {} });
+    const lines: Record<string, unknown>[] = [];
+    const logged = pino({ level: "error" }, { write: (line: string) => void lines.push(JSON.parse(line)) });
+    const ledger = await startLedger(bus, store, key, logged);
+    try {
+      const out = create(AuditEventSchema, { eventId: randomUUID(), zone: "aside", type: 70_000 as EventType, requestId: "r-out" });
+      await bus.publish("audit", "aside", toBinary(AuditEventSchema, out), out.eventId);
+      await bus.publish("audit", "aside", Uint8Array.from([0xff, 0xff]), randomUUID());
+      const kept = auditEvent("aside", 1);
+      await bus.publish("audit", "aside", kept.bytes, kept.eventId);
+      await vi.waitFor(async () => expect(await stored(store, "aside")).toEqual(["r1"]), { timeout: 10_000, interval: 50 });
+      await vi.waitFor(() => expect(lines.reduce((n, l) => n + Number(l.undecodable ?? 0), 0)).toBe(2), { timeout: 5_000, interval: 50 });
+      const reasons = lines.flatMap((l) => Object.keys(l.reasons as Record<string, number>));
+      expect(reasons.sort()).toEqual(["not an AuditEvent", "type or decision out of range"]);
+      expect(lines[0]!.msg).toBe("audit messages the ledger cannot store were skipped");
+    } finally {
+      await ledger.stop();
+      await bus.close();
+      await store.close();
+      await database.drop();
+    }
+  }, 60_000);
+
   it("stops acknowledging while Postgres is unreachable, then resumes and loses nothing", async () => {
     const database = await createTestDatabase();
     const name = new URL(database.url).pathname.slice(1);

@@ -17,8 +17,8 @@ export type LedgerFields = Pick<
  */
 export function filterColumns(event: LedgerFields) {
   return {
-    type: event.type as number,
-    decision: event.decision as number,
+    type: event.type,
+    decision: event.decision,
     request_id: event.requestId || null,
     decision_id: event.decisionId ? ledgerUuid(event.decisionId) : null,
     client_id: event.clientId || null,

@@ -1,6 +1,5 @@
 import { inspect } from "node:util";
-import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
+import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ApprovalState, type Approval } from "../gen/caracal/approval/v1/approval_pb.js";
 import { Reason } from "../gen/caracal/errors/v1/error_detail_pb.js";
@@ -8,7 +7,6 @@ import { PolicyService } from "../gen/caracal/policy/v1/policy_service_pb.js";
 import { ApprovalRequiredError } from "../clients/approval-required-error.js";
 import { MandateSource, type ApprovalOptions } from "../clients/mandate-source.js";
 import { reasonOf } from "../interceptors/caracal-error.js";
-import { mandateClientInterceptor } from "../interceptors/connect/mandate-client-interceptor.js";
 import { HARNESS_KINDS, startHarness, type CaracalHarness } from "./support/caracal-harness.js";
 
 const POLICIES = [
@@ -43,8 +41,7 @@ describe.each(HARNESS_KINDS)("MandateSource with step-up approvals on %s", (kind
 
   beforeAll(async () => {
     caracal = await startHarness(kind);
-    const admin = caracal.mandateSource(caracal.profile.zone, caracal.profile.client_id, { clientSecret: caracal.profile.client_secret });
-    policy = createClient(PolicyService, createGrpcTransport({ baseUrl: caracal.baseUrl, interceptors: [mandateClientInterceptor(admin)] }));
+    policy = caracal.serviceClient(PolicyService);
   }, 120_000);
 
   afterAll(async () => {

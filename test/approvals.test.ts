@@ -1,12 +1,10 @@
-import { Code, createClient, type Client } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
+import { Code, type Client } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ApprovalChallengeSchema, ApprovalState, type ApprovalChallenge } from "../gen/caracal/approval/v1/approval_pb.js";
 import { AuditDecision, EventType } from "../gen/caracal/audit/v1/audit_event_pb.js";
 import { Reason } from "../gen/caracal/errors/v1/error_detail_pb.js";
 import { PolicyService } from "../gen/caracal/policy/v1/policy_service_pb.js";
 import { errorDetailOf, reasonOf } from "../interceptors/caracal-error.js";
-import { mandateClientInterceptor } from "../interceptors/connect/mandate-client-interceptor.js";
 import { HARNESS_KINDS, startHarness, type CaracalHarness } from "./support/caracal-harness.js";
 import { refusal } from "./support/refusal.js";
 
@@ -23,8 +21,7 @@ describe.each(HARNESS_KINDS)("step-up approvals on %s", (kind) => {
 
   beforeAll(async () => {
     caracal = await startHarness(kind);
-    const admin = caracal.mandateSource(caracal.profile.zone, caracal.profile.client_id, { clientSecret: caracal.profile.client_secret });
-    policy = createClient(PolicyService, createGrpcTransport({ baseUrl: caracal.baseUrl, interceptors: [mandateClientInterceptor(admin)] }));
+    policy = caracal.serviceClient(PolicyService);
   }, 120_000);
 
   afterAll(async () => {

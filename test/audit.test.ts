@@ -1,15 +1,13 @@
 import { randomUUID } from "node:crypto";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
+import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { AuditDecision, AuditEventSchema, EventType } from "../gen/caracal/audit/v1/audit_event_pb.js";
 import { AuditService } from "../gen/caracal/audit/v1/audit_service_pb.js";
 import { Reason } from "../gen/caracal/errors/v1/error_detail_pb.js";
 import { errorDetailOf, reasonOf } from "../interceptors/caracal-error.js";
-import { mandateClientInterceptor } from "../interceptors/connect/mandate-client-interceptor.js";
 import { EdgeVerifier } from "../interceptors/edge-verifier.js";
 import { httpJwksSource, JwksCache } from "../interceptors/jwks-cache.js";
 import { MandateError } from "../interceptors/mandate-error.js";
@@ -35,8 +33,7 @@ describe.each(HARNESS_KINDS)("the audit ledger and AuditService on %s", (kind) =
 
   beforeAll(async () => {
     caracal = await startHarness(kind);
-    const admin = caracal.mandateSource(caracal.profile.zone, caracal.profile.client_id, { clientSecret: caracal.profile.client_secret });
-    audit = createClient(AuditService, createGrpcTransport({ baseUrl: caracal.baseUrl, interceptors: [mandateClientInterceptor(admin)] }));
+    audit = caracal.serviceClient(AuditService);
     // A protected service's edge, as a user would run it: keys from the JWKS, decisions to the audit topic.
     jwks = new JwksCache({ source: httpJwksSource(caracal.baseUrl) });
     edgeAudit = new PublishingAuditSink((zone, event, id) => caracal.bus.publish("audit", zone, event, id));

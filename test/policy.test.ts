@@ -10,7 +10,6 @@ import { Decision, type PolicySourceSchema } from "../gen/caracal/policy/v1/poli
 import { PolicyService } from "../gen/caracal/policy/v1/policy_service_pb.js";
 import { TokenService } from "../gen/caracal/sts/v1/token_service_pb.js";
 import { errorDetailOf, reasonOf } from "../interceptors/caracal-error.js";
-import { mandateClientInterceptor } from "../interceptors/connect/mandate-client-interceptor.js";
 import { SERVICE_NAMES } from "../services/config.js";
 import { ActivePolicySets } from "../services/policy/active-policy-sets.js";
 import { CedarEngine } from "../services/policy/cedar-engine.js";
@@ -35,8 +34,7 @@ describe.each(HARNESS_KINDS)("policy sets on %s", (kind) => {
 
   beforeAll(async () => {
     caracal = await startHarness(kind);
-    const admin = caracal.mandateSource(caracal.profile.zone, caracal.profile.client_id, { clientSecret: caracal.profile.client_secret });
-    policy = createClient(PolicyService, createGrpcTransport({ baseUrl: caracal.baseUrl, interceptors: [mandateClientInterceptor(admin)] }));
+    policy = caracal.serviceClient(PolicyService);
   }, 120_000);
 
   afterAll(async () => {

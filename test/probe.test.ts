@@ -6,7 +6,6 @@ import { AuditService } from "../gen/caracal/audit/v1/audit_service_pb.js";
 import { Reason } from "../gen/caracal/errors/v1/error_detail_pb.js";
 import { ProbeService } from "../gen/caracal/probe/v1/probe_service_pb.js";
 import { errorDetailOf, reasonOf } from "../interceptors/caracal-error.js";
-import { mandateClientInterceptor } from "../interceptors/connect/mandate-client-interceptor.js";
 import { HARNESS_KINDS, startHarness, type CaracalHarness } from "./support/caracal-harness.js";
 import { refusal } from "./support/refusal.js";
 
@@ -18,8 +17,7 @@ describe.each(HARNESS_KINDS)("the built-in probe service and DeleteZone on %s", 
   beforeAll(async () => {
     caracal = await startHarness(kind);
     probe = createClient(ProbeService, createGrpcTransport({ baseUrl: caracal.baseUrl }));
-    const admin = caracal.mandateSource(caracal.profile.zone, caracal.profile.client_id, { clientSecret: caracal.profile.client_secret });
-    audit = createClient(AuditService, createGrpcTransport({ baseUrl: caracal.baseUrl, interceptors: [mandateClientInterceptor(admin)] }));
+    audit = caracal.serviceClient(AuditService);
   }, 120_000);
 
   afterAll(async () => {

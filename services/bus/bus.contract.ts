@@ -79,6 +79,13 @@ export class BatchInbox extends Inbox {
 
 const bytes = (s: string) => new TextEncoder().encode(s);
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
+
+/** A promise a handler can wait on, held until the test calls `release`. */
+function gate(): { released: Promise<void>; release: () => void } {
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => (release = resolve));
+  return { released, release };
+}
 /** Sorted copy, for comparing what arrived when redeliveries may change the order. */
 const sorted = (ids: readonly string[]) => [...ids].sort();
 
@@ -261,8 +268,7 @@ export function describeBusContract(name: string, open: () => Promise<BusUnderTe
     });
 
     it("acknowledges a message whose handler was still running when the consumer stopped", async () => {
-      let release!: () => void;
-      const released = new Promise<void>((resolve) => (release = resolve));
+      const { released, release } = gate();
       const started = new Inbox();
       const sub = await t.bus.consume("audit", "ledger", async (m) => {
         started.handler(m);
@@ -288,8 +294,7 @@ export function describeBusContract(name: string, open: () => Promise<BusUnderTe
 
     it("hands a backlog a stopped durable consumer had not handled to the next start at once", async () => {
       for (let i = 1; i <= 10; i++) await t.bus.publish("audit", "alpha", bytes(String(i)), `e${i}`);
-      let release!: () => void;
-      const released = new Promise<void>((resolve) => (release = resolve));
+      const { released, release } = gate();
       const before = new Inbox();
       const sub = await t.bus.consume("audit", "ledger", async (m) => {
         before.handler(m);
@@ -448,8 +453,7 @@ export function describeBusContract(name: string, open: () => Promise<BusUnderTe
     });
 
     it("waits for a running batch when stopped, and acknowledges it", async () => {
-      let release!: () => void;
-      const released = new Promise<void>((resolve) => (release = resolve));
+      const { released, release } = gate();
       for (const id of ["e1", "e2"]) await t.bus.publish("audit", "alpha", bytes(id), id);
       const started = new BatchInbox();
       const sub = await t.bus.consumeBatch(
@@ -482,8 +486,7 @@ export function describeBusContract(name: string, open: () => Promise<BusUnderTe
     it("hands the backlog a stopped batch consumer had not handled to the next start at once", async () => {
       const all = Array.from({ length: 10 }, (_, i) => `e${i + 1}`);
       for (const id of all) await t.bus.publish("audit", "alpha", bytes(id), id);
-      let release!: () => void;
-      const released = new Promise<void>((resolve) => (release = resolve));
+      const { released, release } = gate();
       const before = new BatchInbox();
       const sub = await t.bus.consumeBatch(
         "audit",

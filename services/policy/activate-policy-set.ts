@@ -14,6 +14,7 @@ import { findApplication } from "../directory/applications.js";
 import type { ZoneRecord } from "../directory/zones.js";
 import { START_SESSION_ACTION, START_SESSION_RESOURCE, type CompiledPolicySet } from "./policy-engine.js";
 import { operatorOf, policyChanged, type PolicyDeps } from "./policy-deps.js";
+import { versionNumber } from "./policy-messages.js";
 import { activatePolicySetVersion, VersionConflictError } from "./policy-versions.js";
 
 /**
@@ -29,10 +30,8 @@ export async function activatePolicySet(
   ctx: HandlerContext,
 ): Promise<MessageInitShape<typeof ActivatePolicySetResponseSchema>> {
   const zone = await requireZone(deps.store, request.zone);
-  const version = Number(request.version);
-  const expected = Number(request.expectedCurrentVersion);
-  if (version <= 0) throw invalidArgument("version", "must be a stored version (1 or more)");
-  if (expected < 0) throw invalidArgument("expected_current_version", "must not be negative (0 means none is active)");
+  const version = versionNumber(request.version, "version");
+  const expected = versionNumber(request.expectedCurrentVersion, "expected_current_version", "none is active");
   if (request.reason.trim() === "") throw invalidArgument("reason", "is required");
   const reason = boundedText(request.reason, "reason", 500);
 

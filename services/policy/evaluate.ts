@@ -1,10 +1,9 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { EvaluateRequest, EvaluateResponseSchema } from "../../gen/caracal/policy/v1/policy_service_pb.js";
 import { requireZone } from "../directory/require-zone.js";
-import { invalidArgument } from "../validation.js";
 import type { PolicyDeps } from "./policy-deps.js";
 import { activeEvaluator, storedEvaluator } from "./policy-evaluator.js";
-import { outcomeMessage, requestFromProto } from "./policy-messages.js";
+import { outcomeMessage, requestFromProto, versionNumber } from "./policy-messages.js";
 
 /**
  * `Evaluate`: one request against the active version (or a named one), with
@@ -13,8 +12,7 @@ import { outcomeMessage, requestFromProto } from "./policy-messages.js";
 export async function evaluate(deps: PolicyDeps, request: EvaluateRequest): Promise<MessageInitShape<typeof EvaluateResponseSchema>> {
   const zone = await requireZone(deps.store, request.zone);
   const input = requestFromProto(request.request, deps.now());
-  const version = Number(request.version);
-  if (version < 0) throw invalidArgument("version", "must not be negative (0 means the active version)");
+  const version = versionNumber(request.version, "version", "the active version");
   const evaluator = version === 0 ? await activeEvaluator(deps.policies, zone) : await storedEvaluator(deps.policies, zone, version);
   return { outcome: outcomeMessage(evaluator.evaluate(input)), policySetVersion: BigInt(evaluator.version) };
 }

@@ -52,6 +52,18 @@ export function sourceFromProto(source: PolicySource | undefined, field = "sourc
 }
 
 /**
+ * A policy-set version number from the API: a stored version (1 or more),
+ * or, where 0 has a meaning (`zeroMeans`), 0 or more.
+ */
+export function versionNumber(value: bigint, field: string, zeroMeans?: string): number {
+  const version = Number(value);
+  if (zeroMeans === undefined ? version <= 0 : version < 0) {
+    throw invalidArgument(field, zeroMeans === undefined ? "must be a stored version (1 or more)" : `must not be negative (0 means ${zeroMeans})`);
+  }
+  return version;
+}
+
+/**
  * Refuses a source with syntax or schema problems: INVALID_ARGUMENT,
  * `REASON_POLICY_INVALID`, with the first problem's position in the metadata
  * (`ValidatePolicySet` lists them all).

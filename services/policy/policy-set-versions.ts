@@ -17,7 +17,7 @@ import type {
 import { notFound, requireZone } from "../directory/require-zone.js";
 import { boundedText, invalidArgument, pageSize, pageToken } from "../validation.js";
 import { operatorOf, policyChanged, type PolicyDeps } from "./policy-deps.js";
-import { problemMessage, requireValid, sourceFromProto } from "./policy-messages.js";
+import { problemMessage, requireValid, sourceFromProto, versionNumber } from "./policy-messages.js";
 import {
   createPolicySetVersion as storeVersion,
   findActivation,
@@ -95,8 +95,7 @@ export async function getPolicySetVersion(
   request: GetPolicySetVersionRequest,
 ): Promise<MessageInitShape<typeof GetPolicySetVersionResponseSchema>> {
   const zone = await requireZone(deps.store, request.zone);
-  const version = Number(request.version);
-  if (version <= 0) throw invalidArgument("version", "must be a stored version (1 or more)");
+  const version = versionNumber(request.version, "version");
   const record = await findPolicySetVersion(deps.store, zone.id, version);
   if (!record) throw notFound(`policy set version ${version} of zone ${zone.slug}`);
   const active = await findActivation(deps.store, zone.id);

@@ -6,7 +6,7 @@ import { MAX_RECORDED_DECISIONS, recentDecisions } from "./decision-recorder.js"
 import type { PolicyDeps } from "./policy-deps.js";
 import { activeEvaluator, setEvaluator, storedEvaluator, type PolicyEvaluator } from "./policy-evaluator.js";
 import { diffDecisions, type Replay } from "./simulation-diff.js";
-import { decisionMessage, outcomeMessage, requestFromProto, requestMessage, requireValid, sourceFromProto } from "./policy-messages.js";
+import { decisionMessage, outcomeMessage, requestFromProto, requestMessage, requireValid, sourceFromProto, versionNumber } from "./policy-messages.js";
 
 /** The most requests one call may carry. */
 const MAX_REQUESTS = 10_000;
@@ -31,12 +31,9 @@ export async function simulatePolicySet(
   const zone = await requireZone(deps.store, request.zone);
   let candidate: PolicyEvaluator;
   switch (request.candidate.case) {
-    case "candidateVersion": {
-      const version = Number(request.candidate.value);
-      if (version <= 0) throw invalidArgument("candidate_version", "must be a stored version (1 or more)");
-      candidate = await storedEvaluator(deps.policies, zone, version);
+    case "candidateVersion":
+      candidate = await storedEvaluator(deps.policies, zone, versionNumber(request.candidate.value, "candidate_version"));
       break;
-    }
     case "candidateSource": {
       const source = sourceFromProto(request.candidate.value, "candidate_source");
       requireValid(deps.engine, source);

@@ -13,7 +13,7 @@ import { randomBytes, randomUUID } from "node:crypto";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary, type DescService } from "@bufbuild/protobuf";
 import { createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { AuditEventSchema, type AuditEvent } from "../../gen/caracal/audit/v1/audit_event_pb.js";
@@ -176,6 +176,8 @@ export interface CaracalHarness {
   mandateSource(zone: string, clientId: string, credential: ApplicationCredential): MandateSource;
   /** An AdminService client whose mandates come from `source`. */
   adminClient(source: MandateSource): Client<typeof AdminService>;
+  /** A client of any of the server's services, its mandates from `source` (default: the admin profile's). */
+  serviceClient<T extends DescService>(service: T, source?: MandateSource): Client<T>;
   /** Subscribes to the audit topic from its start; each message decoded. */
   subscribeAudit(handler: (event: AuditEvent, zone: string) => void): Promise<Subscription>;
   /** Runs raw SQL against the store. */
@@ -275,8 +277,10 @@ export async function startHarness(kind: HarnessKind): Promise<CaracalHarness> {
     const sts = createClient(TokenService, transport());
     const mandateSource = (zone: string, clientId: string, credential: ApplicationCredential) =>
       new MandateSource({ sts, zone, clientId, credential, now: clock.now });
-    const adminClient = (source: MandateSource) => createClient(AdminService, transport([mandateClientInterceptor(source)]));
-    const admin = adminClient(mandateSource(profile.zone, profile.client_id, { clientSecret: profile.client_secret }));
+    const adminSource = mandateSource(profile.zone, profile.client_id, { clientSecret: profile.client_secret });
+    const serviceClient = <T extends DescService>(service: T, source = adminSource) => createClient(service, transport([mandateClientInterceptor(source)]));
+    const adminClient = (source: MandateSource) => serviceClient(AdminService, source);
+    const admin = adminClient(adminSource);
 
     const sql = async <R extends Row = Row>(text: string, params?: readonly unknown[]) => (await store.query<R>(text, params)).rows;
     return {
@@ -298,6 +302,7 @@ export async function startHarness(kind: HarnessKind): Promise<CaracalHarness> {
       logLines: logs.lines,
       mandateSource,
       adminClient,
+      serviceClient,
       subscribeAudit,
       sql,
       snapshot: () => snapshotStore(sql),

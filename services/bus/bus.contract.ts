@@ -511,6 +511,33 @@ export function describeBusContract(name: string, open: () => Promise<BusUnderTe
       expect(sorted(after.ids())).toEqual(sorted(all.slice(3)));
     });
 
+    it("resumes in order: what an earlier subscription failed comes again at once, before anything published later", async () => {
+      for (let i = 1; i <= 4; i++) await t.bus.publish("audit", "alpha", bytes(String(i)), `e${i}`);
+      const before = new BatchInbox();
+      const failing = await t.bus.consumeBatch(
+        "audit",
+        "export",
+        async (messages) => {
+          await before.batchHandler(messages);
+          // As the SIEM export does: once a batch failed, every later one fails too.
+          if (before.batches.length > 1) throw new Error("disk full");
+        },
+        { maxMessages: 2, maxWaitMs: 100, resumeInOrder: true },
+      );
+      await before.until(() => before.batches.length >= 2, "a second batch");
+      await failing.stop();
+      expect(before.batches.slice(0, 2)).toEqual([["e1", "e2"], ["e3", "e4"]]);
+      await t.bus.publish("audit", "alpha", bytes("5"), "e5");
+
+      const bus = await t.reopen();
+      const after = new BatchInbox();
+      track(await bus.consumeBatch("audit", "export", after.batchHandler, { maxMessages: 10, maxWaitMs: 100, resumeInOrder: true }));
+      // Without resumeInOrder, e5 comes first and e3, e4 after their redelivery delay (on NATS 2.9, up to the ack wait).
+      await after.until((r) => r.length >= 3, "e3…e5", 5_000);
+      expect(after.ids()).toEqual(["e3", "e4", "e5"]);
+      expect(after.received.map((m) => text(m.data))).toEqual(["3", "4", "5"]);
+    });
+
     it("gives back a batch still filling when stopped, without handing it over or waiting for it to fill", async () => {
       await t.bus.publish("audit", "alpha", bytes("1"), "e1");
       const before = new BatchInbox();

@@ -65,6 +65,18 @@ export interface BatchOptions extends SubscribeOptions {
   readonly maxMessages?: number;
   /** Once a message is waiting, how long to wait for more before handing over a smaller batch; default 20 ms, at most 10 s. */
   readonly maxWaitMs?: number;
+  /**
+   * Start from the oldest message the durable has not acknowledged: whatever
+   * an earlier subscription left unacknowledged (a batch it failed, or a
+   * crashed process's last batch) comes again at once, before anything later,
+   * instead of after its redelivery delay or the server's ack wait. With one
+   * subscription per durable whose handler, once a batch failed, fails every
+   * later batch and ends the subscription, messages are then handled in stream
+   * order across restarts, so a consumer that records the last sequence it
+   * handled can skip redeliveries without ever skipping a message it has not
+   * seen. What the SIEM export uses.
+   */
+  readonly resumeInOrder?: boolean;
 }
 
 /** What went wrong where nobody awaits a promise: inside a subscription. */

@@ -318,6 +318,8 @@ export function createMemoryBus(options: MemoryBusOptions = {}): Bus {
     if (!state) durables.set(key, (state = new DurableState(options.zone)));
     // Like updating a JetStream durable's filter: the latest subscription's zone wins.
     state.zone = options.zone;
+    // Due at once, so `take` hands them out first, in order: everything unacknowledged is older than `nextSeq`.
+    if (options.resumeInOrder) for (const seq of state.unacked.keys()) state.due.add(seq);
     const s = state;
     return run({ topic, durable }, [log.listeners, s.listeners], async (sub) => {
       log.trim(now());

@@ -1,6 +1,6 @@
 import { existsSync } from "node:fs";
 import { connect, nanos } from "@nats-io/transport-node";
-import { AckPolicy, jetstreamManager, StorageType } from "@nats-io/jetstream";
+import { AckPolicy, jetstream, jetstreamManager, StorageType } from "@nats-io/jetstream";
 import { afterAll, describe, expect, it } from "vitest";
 import type { Bus, BusFailure } from "./bus.js";
 import { BatchInbox, describeBusContract, Inbox } from "./bus.contract.js";
@@ -194,6 +194,36 @@ describe("NATS bus", () => {
         max_ack_pending: 20_000,
         ack_wait: nanos(30_000),
       });
+    } finally {
+      await nc.close();
+      await bus.close();
+    }
+  });
+
+  it("resumes in order after a consumer died holding messages, without waiting out their ack wait", async () => {
+    const prefix = ns.prefix();
+    const bus = await openNatsBus({ url: testNatsUrl, ...prefix });
+    const nc = await connect({ servers: testNatsUrl });
+    try {
+      for (let i = 1; i <= 6; i++) await bus.publish("audit", "alpha", bytes(String(i)), `e${i}`);
+      const first = new BatchInbox();
+      const sub = await bus.consumeBatch("audit", "export", first.batchHandler, { maxMessages: 2, maxWaitMs: 100, resumeInOrder: true });
+      await first.untilId("e2");
+      await sub.stop();
+      expect(first.batches[0]).toEqual(["e1", "e2"]);
+      // Not what stop() leaves: a consumer that took e3 and e4 and died before acknowledging them.
+      const dead = await (await jetstream(nc).consumers.get(`${prefix.streamPrefix}_AUDIT`, "export")).fetch({ max_messages: 2, expires: 2_000 });
+      const taken: string[] = [];
+      for await (const m of dead) taken.push(new TextDecoder().decode(m.data));
+      expect(taken.slice(0, 2)).toEqual(["3", "4"]);
+      await nc.close();
+
+      const after = new BatchInbox();
+      const resumed = await bus.consumeBatch("audit", "export", after.batchHandler, { maxMessages: 10, maxWaitMs: 100, resumeInOrder: true });
+      // Well inside the 30 s ack wait the dead consumer's messages would otherwise wait out.
+      await after.until((r) => r.length >= 4, "e3…e6", 5_000);
+      await resumed.stop();
+      expect(after.ids()).toEqual(["e3", "e4", "e5", "e6"]);
     } finally {
       await nc.close();
       await bus.close();

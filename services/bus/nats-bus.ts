@@ -483,7 +483,7 @@ class NatsBus implements Bus {
     const batch = batchSize(options);
     this.#assertOpen();
     const stream = streamName(this.settings, topic);
-    await this.#ensureDurable(stream, durable, `${topicSubject(this.settings, topic)}.${options.zone ?? "*"}`);
+    await this.#ensureDurable(stream, durable, `${topicSubject(this.settings, topic)}.${options.zone ?? "*"}`, options.resumeInOrder === true);
     const open = async () =>
       (await this.js.consumers.get(stream, durable)).consume({
         max_messages: batch.maxMessages,
@@ -564,16 +564,27 @@ class NatsBus implements Bus {
 
   /**
    * Creates the durable, or updates it when its filter changed (the latest
-   * subscriber's zone wins). Nothing else about it is configurable.
+   * subscriber's zone wins). Nothing else about it is configurable. With
+   * `rewind`, a durable holding unacknowledged messages is created again
+   * from just after its acknowledgement floor (see `resumeInOrder`): the
+   * server offers no other way to redeliver them now rather than after their
+   * ack wait or nak delay.
    */
-  async #ensureDurable(stream: string, durable: string, filterSubject: string): Promise<void> {
+  async #ensureDurable(stream: string, durable: string, filterSubject: string, rewind: boolean): Promise<void> {
     const ackWait = nanos(ackWaitMs);
     // A batch being handled plus the next one pulled ahead, at the largest
     // batch size; the server's default (1,000) would cap batches below it.
     const maxAckPending = 2 * maxBatchMessages;
     let existing: ConsumerConfig | undefined;
+    let startAfter = 0;
     try {
-      existing = (await this.jsm.consumers.info(stream, durable)).config;
+      const info = await this.jsm.consumers.info(stream, durable);
+      existing = info.config;
+      if (rewind && info.num_ack_pending > 0) {
+        startAfter = info.ack_floor.stream_seq;
+        await this.jsm.consumers.delete(stream, durable);
+        existing = undefined;
+      }
     } catch (err) {
       if (!isApiError(err, JetStreamApiCodes.ConsumerNotFound)) throw err;
     }
@@ -581,7 +592,7 @@ class NatsBus implements Bus {
       await this.jsm.consumers.add(stream, {
         durable_name: durable,
         ack_policy: AckPolicy.Explicit,
-        deliver_policy: DeliverPolicy.All,
+        ...(startAfter > 0 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: startAfter + 1 } : { deliver_policy: DeliverPolicy.All }),
         replay_policy: ReplayPolicy.Instant,
         filter_subject: filterSubject,
         ack_wait: ackWait,

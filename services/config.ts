@@ -70,6 +70,27 @@ export class ConfigError extends Error {
   }
 }
 
+/** The part of {@link Config} that says which bus to use: what a process needs to reach Caracal's streams. */
+export type BusConfig = Pick<Config, "natsUrl" | "natsNames">;
+
+/**
+ * Reads and validates the bus settings alone (`CARACAL_NATS_URL` and the
+ * name prefixes), for commands that read Caracal's streams without serving.
+ *
+ * @throws {ConfigError} naming the first setting that is wrong.
+ */
+export function loadBusConfig(env: NodeJS.ProcessEnv): BusConfig {
+  return {
+    natsUrl: parseNatsUrls(env.CARACAL_NATS_URL),
+    natsNames: {
+      ...(env.CARACAL_NATS_STREAM_PREFIX ? { streamPrefix: matchingSetting(env.CARACAL_NATS_STREAM_PREFIX, "CARACAL_NATS_STREAM_PREFIX", /^[A-Za-z0-9_-]{1,64}$/) } : {}),
+      ...(env.CARACAL_NATS_SUBJECT_PREFIX
+        ? { subjectPrefix: matchingSetting(env.CARACAL_NATS_SUBJECT_PREFIX, "CARACAL_NATS_SUBJECT_PREFIX", /^[A-Za-z0-9_-]{1,64}$/) }
+        : {}),
+    },
+  };
+}
+
 /**
  * Reads and validates the configuration from the environment and flags.
  *
@@ -84,18 +105,12 @@ export function loadConfig(env: NodeJS.ProcessEnv, flags: ConfigFlags = {}): Con
     databaseUrl,
     kek: parseKek(env.CARACAL_KEK, databaseUrl !== undefined),
     auditKey: parseAuditKey(env.CARACAL_AUDIT_KEY, databaseUrl !== undefined),
-    natsUrl: parseNatsUrls(env.CARACAL_NATS_URL),
     dataDir: nonEmpty(flags.dataDir ?? env.CARACAL_DATA_DIR ?? ".caracal", flags.dataDir ? "--data-dir" : "CARACAL_DATA_DIR"),
     logLevel: parseLogLevel(flags.logLevel ?? env.CARACAL_LOG_LEVEL ?? "info", flags.logLevel ? "--log-level" : "CARACAL_LOG_LEVEL"),
     services: parseServices(flags.only),
     shutdownGraceMs: 4_000,
     approvalTtlSeconds: parseApprovalTtl(env.CARACAL_APPROVAL_TTL),
-    natsNames: {
-      ...(env.CARACAL_NATS_STREAM_PREFIX ? { streamPrefix: matchingSetting(env.CARACAL_NATS_STREAM_PREFIX, "CARACAL_NATS_STREAM_PREFIX", /^[A-Za-z0-9_-]{1,64}$/) } : {}),
-      ...(env.CARACAL_NATS_SUBJECT_PREFIX
-        ? { subjectPrefix: matchingSetting(env.CARACAL_NATS_SUBJECT_PREFIX, "CARACAL_NATS_SUBJECT_PREFIX", /^[A-Za-z0-9_-]{1,64}$/) }
-        : {}),
-    },
+    ...loadBusConfig(env),
   };
 }
 

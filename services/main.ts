@@ -1,5 +1,6 @@
 import { Command, CommanderError, Option } from "commander";
 import { registerClientCommands } from "../clients/cli/register-client-commands.js";
+import { cliStreamExport } from "./audit/siem-export.js";
 import { ConfigError, LOG_LEVELS, loadConfig, SERVICE_NAMES } from "./config.js";
 import { createLogger, serve } from "./serve.js";
 
@@ -38,7 +39,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       });
       log.info("stopped");
     });
-  registerClientCommands(program);
+  registerClientCommands(program, { auditStream: cliStreamExport(process.env) });
 
   try {
     await program.parseAsync([...argv], { from: "user" });

@@ -209,7 +209,7 @@ describe.each(HARNESS_KINDS)("caracal audit against a running server on %s", (ki
     expect(await caracal(["audit", "export", "--zone", zone, "--output", file])).toEqual({ code: 0, stdout: "", stderr: "" });
     const exported = await readFile(file, "utf8");
     expect(sequences(exported)).toEqual(oneTo(first));
-    expect(JSON.parse(lines(exported)[0]!)).toMatchObject({ metadata: { log_name: zone, sequence: "1", product: { name: "Caracal" } } });
+    expect(JSON.parse(lines(exported)[0]!)).toMatchObject({ metadata: { log_name: zone, log_provider: "caracal.ledger", sequence: "1", product: { name: "Caracal" } } });
 
     const again = await caracal(["audit", "export", "--zone", zone, "--output", file]);
     expect(again).toEqual({ code: 0, stdout: "", stderr: `resuming zone ${zone} after sequence ${first}\n` });
@@ -239,14 +239,14 @@ describe.each(HARNESS_KINDS)("caracal audit against a running server on %s", (ki
     const run = await caracal(["audit", "export", "--zone", zone, "--cursor-file", cursorFile]);
     expect(run).toMatchObject({ code: 0, stderr: "" });
     expect(sequences(run.stdout)).toEqual(oneTo(first));
-    expect(JSON.parse(await readFile(cursorFile, "utf8"))).toEqual({ zone, cursor: String(first) });
+    expect(JSON.parse(await readFile(cursorFile, "utf8"))).toEqual({ provider: "caracal.ledger", zone, cursor: String(first) });
     expect(await caracal(["audit", "export", "--zone", zone, "--cursor-file", cursorFile])).toMatchObject({ code: 0, stdout: "" });
 
     await traffic(zone, secret);
     const second = await settledLedger(zone, first + 1);
     const resumed = await caracal(["audit", "export", "--zone", zone, "--cursor-file", cursorFile]);
     expect(sequences(resumed.stdout)).toEqual(oneTo(second).slice(first));
-    expect(JSON.parse(await readFile(cursorFile, "utf8"))).toEqual({ zone, cursor: String(second) });
+    expect(JSON.parse(await readFile(cursorFile, "utf8"))).toEqual({ provider: "caracal.ledger", zone, cursor: String(second) });
 
     expect(sequences((await caracal(["audit", "export", "--zone", zone, "--cursor", "5"])).stdout)).toEqual(oneTo(second).slice(5));
   });

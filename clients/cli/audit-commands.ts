@@ -12,7 +12,7 @@ import {
   type AuditRecord,
 } from "../../gen/caracal/audit/v1/audit_service_pb.js";
 import { ReasonSchema } from "../../gen/caracal/errors/v1/error_detail_pb.js";
-import { exportAuditLines, parseCursor, type ExportOptions } from "./audit-export.js";
+import { exportAuditLines, parseConsumer, parseCursor, type ExportOptions, type StreamExport } from "./audit-export.js";
 import { clientCommand, runClientAction } from "./client-command.js";
 import { CommandFailed } from "./command-failed.js";
 import { formatTime, printJson, printNote, printTable } from "./output.js";
@@ -39,16 +39,18 @@ interface FilterOptions {
 
 /**
  * Registers `caracal audit query|explain|tail|verify|export`, the read side
- * of the tamper-evident ledger. Every command needs `--zone` and the admin
- * profile's `audit.read`.
+ * of the tamper-evident ledger. Every command reading the ledger needs
+ * `--zone` and the admin profile's `audit.read`; `export --source stream`
+ * reads the audit stream through `stream` instead (NATS access, no profile).
  *
  * @example
  * caracal audit query --zone acme --decision deny --since 2025-01-31T00:00:00Z
  * caracal audit explain --zone acme --decision-id 0b7e…
  * caracal audit verify --zone acme
  * caracal audit export --zone acme --follow --output /var/log/caracal/acme.jsonl
+ * CARACAL_NATS_URL=nats://nats:4222 caracal audit export --follow --output /var/log/caracal/audit.jsonl
  */
-export function registerAuditCommands(program: Command): void {
+export function registerAuditCommands(program: Command, stream?: StreamExport): void {
   const audit = program.command("audit").description("read the tamper-evident audit ledger: query, explain, tail, verify, export");
 
   withFilters(auditCommand(audit, "query", "list records matching a filter, newest first"))
@@ -114,14 +116,24 @@ export function registerAuditCommands(program: Command): void {
       }),
     );
 
-  auditCommand(audit, "export", "write the zone's records as SIEM JSON lines, resuming where the last export stopped")
-    .option("--follow", "keep writing new records as they are stored (Ctrl-C to stop)")
+  clientCommand(audit, "export", "write audit records as SIEM JSON lines, resuming where the last export stopped")
+    .option("--zone <zone>", "the zone (required from the ledger; from the stream, only this zone instead of every zone)")
+    .option("--follow", "keep writing new records as they are stored or published (Ctrl-C or SIGTERM to stop)")
+    .addOption(
+      new Option(
+        "--source <source>",
+        "ledger: the zone's hash chain, through the server; stream: the audit stream on NATS, through a durable consumer of its own (--follow only) " +
+          "(default: stream with --follow when CARACAL_NATS_URL is set, else ledger)",
+      ).choices(["ledger", "stream"]),
+    )
+    .option("--consumer <name>", "from the stream: the durable consumer, one per export (default: siem-export)", parseConsumer)
     .option("--output <file>", "append to this file, resuming after its last complete line")
     .option("--cursor-file <file>", "for stdout: resume after the cursor in this file, and keep it up to date")
-    .option("--cursor <seq>", "for stdout: resume after this sequence (default: the start)", parseCursor)
-    .action((options: ExportOptions, command: Command) =>
-      runClientAction(command, (cli) => untilInterrupted((signal) => exportAuditLines(() => cli.audit(), options, signal))),
-    );
+    .option("--cursor <seq>", "for stdout, from the ledger: resume after this sequence (default: the start)", parseCursor)
+    .action((options: ExportOptions, command: Command) => {
+      const source = options.source ?? (options.follow && process.env.CARACAL_NATS_URL ? "stream" : "ledger");
+      return runClientAction(command, (cli) => untilInterrupted((signal) => exportAuditLines(() => cli.audit(), { ...options, source }, signal, stream)));
+    });
 }
 
 /** An audit subcommand: the client options plus `--zone`. */
@@ -216,12 +228,15 @@ function parseSequence(value: string): bigint {
 async function untilInterrupted(run: (signal: AbortSignal) => Promise<void>): Promise<void> {
   const stop = new AbortController();
   const interrupt = () => stop.abort();
+  // SIGTERM too: how a supervisor stops a following export, which must still close its file whole.
   process.once("SIGINT", interrupt);
+  process.once("SIGTERM", interrupt);
   try {
     await run(stop.signal);
   } catch (error) {
     if (!stop.signal.aborted) throw error;
   } finally {
     process.off("SIGINT", interrupt);
+    process.off("SIGTERM", interrupt);
   }
 }

@@ -2,6 +2,7 @@ import type { Command } from "commander";
 import { registerAppCommands } from "./app-commands.js";
 import { registerApprovalCommands } from "./approval-commands.js";
 import { registerAuditCommands } from "./audit-commands.js";
+import type { StreamExport } from "./audit-export.js";
 import { registerGrantCommands } from "./grant-commands.js";
 import { registerKeyCommands } from "./key-commands.js";
 import { registerPolicyCommands } from "./policy-commands.js";
@@ -18,12 +19,16 @@ import { registerZoneCommands } from "./zone-commands.js";
  * profile that `caracal serve` writes on first start; `token` commands need
  * only a target. Exit codes: 0 ok, 1 refused or failed, 2 usage or configuration.
  *
+ * `services` hands over what only the services side can run: the SIEM
+ * export from the audit stream (`audit export --source stream`), which
+ * reaches NATS.
+ *
  * @example
  * const program = new Command("caracal").exitOverride();
  * registerClientCommands(program);
  * await program.parseAsync(["zone", "list", "--json"], { from: "user" });
  */
-export function registerClientCommands(program: Command): void {
+export function registerClientCommands(program: Command, services: { readonly auditStream?: StreamExport } = {}): void {
   registerZoneCommands(program);
   registerAppCommands(program);
   registerResourceCommands(program);
@@ -32,7 +37,7 @@ export function registerClientCommands(program: Command): void {
   registerTokenCommands(program);
   registerRevocationCommands(program);
   registerPolicyCommands(program);
-  registerAuditCommands(program);
+  registerAuditCommands(program, services.auditStream);
   registerApprovalCommands(program);
   registerValidateRollout(program);
 }

@@ -14,12 +14,35 @@ const CLASSES: Record<EventType, [number, string, string]> = {
   [EventType.APPROVAL]: [3004, "Entity Management", "Update"],
 };
 
+/** `metadata.log_provider` of lines exported from the ledger (the `Export` RPC). */
+export const LEDGER_PROVIDER = "caracal.ledger";
+
+/** `metadata.log_provider` of lines exported from the audit stream by the durable consumer `durable`. */
+export function streamProvider(durable: string): string {
+  return `caracal.stream/${durable}`;
+}
+
+/** Where a SIEM line's event was read: what its `metadata` says besides the event. */
+export interface SiemOrigin {
+  /** The zone (`metadata.log_name`). */
+  readonly zone: string;
+  /**
+   * `metadata.sequence`, the cursor to resume after: the zone's chain
+   * sequence in the ledger, or the position in the audit stream.
+   */
+  readonly sequence: bigint | number;
+  /** `metadata.log_provider`: {@link LEDGER_PROVIDER} or a {@link streamProvider}. */
+  readonly provider: string;
+  /** The ledger row's HMAC, hex (`unmapped.chain_hash`); events read from the stream are not chained yet. */
+  readonly hash?: string;
+}
+
 /**
- * One ledger record as a SIEM line: a JSON object with OCSF-like field names
+ * One audit event as a SIEM line: a JSON object with OCSF-like field names
  * (class, activity, status, actor, api, resources, policy, metadata), no
  * trailing newline. Caracal-specific facts go under `unmapped`.
  */
-export function siemLine(event: AuditEvent, zone: string, sequence: bigint, hash: string): string {
+export function siemLine(event: AuditEvent, origin: SiemOrigin): string {
   const [classUid, className, activity] = CLASSES[event.type] ?? CLASSES[EventType.UNSPECIFIED];
   const ms = event.time ? Number(event.time.seconds) * 1000 + Math.floor(event.time.nanos / 1e6) : 0;
   const status =
@@ -48,8 +71,9 @@ export function siemLine(event: AuditEvent, zone: string, sequence: bigint, hash
     metadata: {
       uid: event.eventId,
       correlation_uid: event.requestId || undefined,
-      log_name: zone,
-      sequence: String(sequence),
+      log_name: origin.zone,
+      log_provider: origin.provider,
+      sequence: String(origin.sequence),
       product: { name: "Caracal", vendor_name: "Caracal" },
       version: "1.1.0",
     },
@@ -61,7 +85,7 @@ export function siemLine(event: AuditEvent, zone: string, sequence: bigint, hash
       delegation_chain: event.delegationChain.length ? event.delegationChain.map((a) => a.clientId) : undefined,
       approval_id: event.approvalId || undefined,
       attributes: Object.keys(event.attributes).length ? event.attributes : undefined,
-      chain_hash: hash,
+      chain_hash: origin.hash,
     },
   });
 }

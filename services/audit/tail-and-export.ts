@@ -4,7 +4,7 @@ import type { ExportRequest, ExportResponseSchema, TailRequest, TailResponseSche
 import { invalidArgument, zoneSlug } from "../validation.js";
 import type { AuditDeps } from "./audit-deps.js";
 import { decodeEvent, filterSql, RECORD_COLUMNS, recordMessage, type AuditRow } from "./audit-rows.js";
-import { siemLine } from "./siem-line.js";
+import { LEDGER_PROVIDER, siemLine } from "./siem-line.js";
 
 const PAGE = 500;
 
@@ -53,7 +53,8 @@ export async function* exportRecords(
       [zone, after],
     );
     for (const row of rows) {
-      yield { jsonLine: siemLine(decodeEvent(row), zone, BigInt(row.seq), Buffer.from(row.hmac).toString("hex")), cursor: row.seq };
+      const origin = { zone, sequence: BigInt(row.seq), provider: LEDGER_PROVIDER, hash: Buffer.from(row.hmac).toString("hex") };
+      yield { jsonLine: siemLine(decodeEvent(row), origin), cursor: row.seq };
       after = Number(row.seq);
     }
     if (rows.length === PAGE) continue;

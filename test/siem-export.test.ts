@@ -4,15 +4,19 @@
  * between a write and its acknowledgement; on the in-process bus and on real
  * NATS JetStream. Then `caracal audit export --follow` on NATS, end to end.
  */
+import { spawn, type ChildProcess } from "node:child_process";
 import { randomUUID } from "node:crypto";
+import { once } from "node:events";
+import { setTimeout } from "node:timers/promises";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
-import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, onTestFinished, vi } from "vitest";
 import { AuditDecision, AuditEventSchema, EventType } from "../gen/caracal/audit/v1/audit_event_pb.js";
 import type { ExportLine, LineSink } from "../clients/cli/audit-export.js";
 import { exportStream } from "../services/audit/siem-export.js";
@@ -22,6 +26,7 @@ import { openNatsBus } from "../services/bus/nats-bus.js";
 import { startCli } from "./support/cli-run.js";
 import { natsTestNamespace, testNatsUrl, type NatsTestPrefix } from "./support/nats.js";
 
+const caracalBin = fileURLToPath(new URL("../bin/caracal.js", import.meta.url));
 const ns = natsTestNamespace();
 afterAll(() => ns.cleanup());
 
@@ -281,6 +286,50 @@ describe("caracal audit export --follow from the audit stream on NATS", () => {
     const other = await startCli(["audit", "export", "--follow", "--cursor-file", cursorFile]).finished;
     expect(other).toMatchObject({ code: 2, stderr: expect.stringContaining("is the cursor of caracal.stream/to-stdout, not caracal.stream/siem-export") });
   });
+
+  it("loses nothing and repeats nothing when the export process is killed mid-stream and started again", async () => {
+    const file = join(dir, "killed.jsonl");
+    const env = { ...process.env };
+    const children: ChildProcess[] = [];
+    const exporter = () => {
+      const child = spawn(process.execPath, [caracalBin, "audit", "export", "--follow", "--consumer", "killed", "--output", file], { env, stdio: ["ignore", "ignore", "pipe"] });
+      children.push(child);
+      return child;
+    };
+    onTestFinished(() => {
+      for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+    });
+    const first = exporter();
+    let note = "";
+    first.stderr!.setEncoding("utf8").on("data", (chunk: string) => (note += chunk));
+    await vi.waitFor(() => expect(note).toContain("following the audit stream"), { timeout: 30_000, interval: 20 });
+    // Published throughout, at about 4,000/s for a second, so the kill lands while batches are being written and acknowledged.
+    const published = (async () => {
+      const ids: string[] = [];
+      while (ids.length < 4_000) {
+        ids.push(...(await publishMany(bus, ["acme", "globex"], 100)));
+        await setTimeout(25);
+      }
+      return ids;
+    })();
+    // Awaited below; until then a failure must not count as unhandled if the test fails first.
+    published.catch(() => {});
+    await vi.waitFor(async () => expect((await fileIds(file)).length).toBeGreaterThan(500), { timeout: 30_000, interval: 20 });
+    first.kill("SIGKILL");
+    await once(first, "exit");
+    // Killed with work left: the restart must pick up where the dead one's acknowledgements ended.
+    expect((await fileIds(file)).length).toBeLessThan(4_000);
+    const second = exporter();
+    const all = await published;
+    await vi.waitFor(async () => expect(await fileIds(file)).toEqual(expect.arrayContaining(all)), { timeout: 30_000, interval: 50 });
+    second.kill("SIGTERM");
+    expect((await once(second, "exit"))[0]).toBe(0);
+
+    const ids = await fileIds(file);
+    expect(new Set(ids).size).toBe(ids.length);
+    const mine = new Set(all);
+    expect(ids.filter((id) => mine.has(id))).toEqual(all);
+  }, 120_000);
 
   it("refuses, with exit 2 and a reason, what it cannot do", async () => {
     const ledgerFile = join(dir, "ledger.jsonl");

@@ -340,6 +340,7 @@ describe("caracal audit export --follow from the audit stream on NATS", () => {
       [["audit", "export", "--follow", "--output", ledgerFile], `--output ${ledgerFile} holds the export of zone acme, not caracal.stream/siem-export`],
       [["audit", "export", "--follow", "--source", "ledger"], "--zone is required to export the ledger"],
       [["audit", "export", "--follow", "--consumer", "no.dots"], "expected a durable consumer name"],
+      [["audit", "export", "--follow", "--zone", "Acme"], "--zone must be a zone slug"],
     ];
     for (const [args, reason] of cases) {
       const { code, stderr } = await startCli(args).finished;

@@ -3,6 +3,7 @@ import { setImmediate } from "node:timers/promises";
 import type { Client } from "@connectrpc/connect";
 import { InvalidArgumentError } from "commander";
 import type { AuditService } from "../../gen/caracal/audit/v1/audit_service_pb.js";
+import { ZONE_PATTERN } from "../../interceptors/mandate-claims.js";
 import { CommandFailed } from "./command-failed.js";
 import { printNote } from "./output.js";
 import { UsageError } from "./usage-error.js";
@@ -124,6 +125,7 @@ async function exportFromStream(options: ExportOptions, signal: AbortSignal, str
   if (!stream) throw new UsageError("--source stream is not available here: it needs caracal's services side, which reaches NATS");
   if (!options.follow) throw new UsageError("--source stream follows the audit stream; add --follow (without it, export the ledger)");
   if (options.cursor !== undefined) throw new UsageError("--cursor is for the ledger; the stream resumes from its durable consumer and the output's cursor");
+  if (options.zone !== undefined && !ZONE_PATTERN.test(options.zone)) throw new UsageError(`--zone must be a zone slug matching ${ZONE_PATTERN.source}`);
   const consumer = options.consumer ?? stream.defaultConsumer;
   const sink = await openSink(options, { provider: stream.provider(consumer) });
   try {

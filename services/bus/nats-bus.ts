@@ -581,6 +581,8 @@ class NatsBus implements Bus {
       const info = await this.jsm.consumers.info(stream, durable);
       existing = info.config;
       if (rewind && info.num_ack_pending > 0) {
+        // A crash between the delete and the add leaves no durable: the next start then begins at the
+        // stream's first message, so a resumeInOrder consumer skips more, but never misses one.
         startAfter = info.ack_floor.stream_seq;
         await this.jsm.consumers.delete(stream, durable);
         existing = undefined;

@@ -124,7 +124,7 @@ describe.each(buses)("the SIEM export from the audit stream on %s", (_name, open
   /** Each test its own durable, as each deployment has its own. */
   let durables = 0;
   const durable = () => `siem-export-${++durables}`;
-  /** What the stream held before this test: the test's own events are what follows. */
+  /** The lines of these events only: the stream also holds the events of the tests before. */
   const ownLines = (sink: MemorySink, ids: readonly string[]) => sink.lines.filter((l) => ids.includes(l.metadata.uid));
 
   it("writes every event once, in stream order, across a stop and a restart, with events published while stopped", async () => {

@@ -1,19 +1,13 @@
 import { inspect } from "node:util";
-import { Code, ConnectError, type Client } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ApprovalState, type Approval } from "../gen/caracal/approval/v1/approval_pb.js";
 import { Reason } from "../gen/caracal/errors/v1/error_detail_pb.js";
-import { PolicyService } from "../gen/caracal/policy/v1/policy_service_pb.js";
 import { ApprovalRequiredError } from "../clients/approval-required-error.js";
 import { MandateSource, type ApprovalOptions } from "../clients/mandate-source.js";
 import { reasonOf } from "../interceptors/caracal-error.js";
 import { HARNESS_KINDS, startHarness, type CaracalHarness } from "./support/caracal-harness.js";
-
-const POLICIES = [
-  '@id("sessions") permit(principal, action == Action::"StartSession", resource);',
-  '@id("read") permit(principal, action == Action::"invoices.read", resource);',
-  '@id("write-approved") @step_up("approval") permit(principal, action == Action::"invoices.write", resource);',
-].join("\n");
+import { createStepUpZone } from "./support/step-up-zone.js";
 
 async function failure(promise: Promise<unknown>): Promise<unknown> {
   try {
@@ -36,12 +30,10 @@ describe("ApprovalRequiredError.from", () => {
 
 describe.each(HARNESS_KINDS)("MandateSource with step-up approvals on %s", (kind) => {
   let caracal: CaracalHarness;
-  let policy: Client<typeof PolicyService>;
   let zones = 0;
 
   beforeAll(async () => {
     caracal = await startHarness(kind);
-    policy = caracal.serviceClient(PolicyService);
   }, 120_000);
 
   afterAll(async () => {
@@ -51,12 +43,7 @@ describe.each(HARNESS_KINDS)("MandateSource with step-up approvals on %s", (kind
   /** A zone whose policy holds invoices.write for approval, and a MandateSource for its agent. */
   async function heldZone(approvals?: ApprovalOptions): Promise<{ zone: string; agent: MandateSource }> {
     const zone = `appr-client-${kind.startsWith("postgres") ? "pg" : "lite"}-${++zones}`;
-    await caracal.admin.createZone({ zone });
-    await caracal.admin.createResource({ zone, resourceId: "billing-api", scopes: [{ name: "invoices.read" }, { name: "invoices.write" }] });
-    const { clientSecret } = await caracal.admin.createApplication({ zone, clientId: "agent" });
-    await caracal.admin.createGrant({ zone, clientId: "agent", resourceId: "billing-api", scopes: ["invoices.read", "invoices.write"] });
-    const { version } = await policy.createPolicySetVersion({ zone, source: { documents: [{ name: "p.cedar", text: POLICIES }] }, message: "" });
-    await policy.activatePolicySet({ zone, version: version!.version, expectedCurrentVersion: 0n, reason: "step-up for writes" });
+    const clientSecret = await createStepUpZone(caracal, zone);
     const agent = new MandateSource({ sts: caracal.sts, zone, clientId: "agent", credential: { clientSecret }, now: caracal.clock.now, ...(approvals ? { approvals } : {}) });
     return { zone, agent };
   }

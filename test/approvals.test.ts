@@ -6,13 +6,8 @@ import { Reason } from "../gen/caracal/errors/v1/error_detail_pb.js";
 import { PolicyService } from "../gen/caracal/policy/v1/policy_service_pb.js";
 import { errorDetailOf, reasonOf } from "../interceptors/caracal-error.js";
 import { HARNESS_KINDS, startHarness, type CaracalHarness } from "./support/caracal-harness.js";
+import { createStepUpZone } from "./support/step-up-zone.js";
 import { refusal } from "./support/refusal.js";
-
-const POLICIES = [
-  '@id("sessions") permit(principal, action == Action::"StartSession", resource);',
-  '@id("read") permit(principal, action == Action::"invoices.read", resource);',
-  '@id("write-approved") @step_up("approval") permit(principal, action == Action::"invoices.write", resource);',
-].join("\n");
 
 describe.each(HARNESS_KINDS)("step-up approvals on %s", (kind) => {
   let caracal: CaracalHarness;
@@ -31,12 +26,7 @@ describe.each(HARNESS_KINDS)("step-up approvals on %s", (kind) => {
   /** A zone whose policy holds invoices.write for approval, and an agent's session in it. */
   async function heldZone(): Promise<{ zone: string; session: string }> {
     const zone = `appr-${kind.startsWith("postgres") ? "pg" : "lite"}-${++zones}`;
-    await caracal.admin.createZone({ zone });
-    await caracal.admin.createResource({ zone, resourceId: "billing-api", scopes: [{ name: "invoices.read" }, { name: "invoices.write" }] });
-    const { clientSecret } = await caracal.admin.createApplication({ zone, clientId: "agent" });
-    await caracal.admin.createGrant({ zone, clientId: "agent", resourceId: "billing-api", scopes: ["invoices.read", "invoices.write"] });
-    const { version } = await policy.createPolicySetVersion({ zone, source: { documents: [{ name: "p.cedar", text: POLICIES }] }, message: "" });
-    await policy.activatePolicySet({ zone, version: version!.version, expectedCurrentVersion: 0n, reason: "step-up for writes" });
+    const clientSecret = await createStepUpZone(caracal, zone);
     const started = await caracal.sts.startSession({ zone, clientId: "agent", credential: { case: "clientSecret", value: clientSecret } });
     return { zone, session: started.sessionMandate };
   }

@@ -1,27 +1,16 @@
-import { ConnectError, createClient, type Client } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
+import { ConnectError } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ApprovalChallengeSchema, ApprovalState } from "../gen/caracal/approval/v1/approval_pb.js";
-import { PolicyService } from "../gen/caracal/policy/v1/policy_service_pb.js";
-import { mandateClientInterceptor } from "../interceptors/connect/mandate-client-interceptor.js";
 import { HARNESS_KINDS, startHarness, type CaracalHarness } from "./support/caracal-harness.js";
 import { runCli, type CliRun as Run } from "./support/cli-run.js";
-
-
-const POLICIES = [
-  '@id("sessions") permit(principal, action == Action::"StartSession", resource);',
-  '@id("write-approved") @step_up("approval") permit(principal, action == Action::"invoices.write", resource);',
-].join("\n");
+import { createStepUpZone } from "./support/step-up-zone.js";
 
 describe.each(HARNESS_KINDS)("caracal approvals against a running server on %s", (kind) => {
   let harness: CaracalHarness;
-  let policy: Client<typeof PolicyService>;
   let zones = 0;
 
   beforeAll(async () => {
     harness = await startHarness(kind);
-    const admin = harness.mandateSource(harness.profile.zone, harness.profile.client_id, { clientSecret: harness.profile.client_secret });
-    policy = createClient(PolicyService, createGrpcTransport({ baseUrl: harness.baseUrl, interceptors: [mandateClientInterceptor(admin)] }));
   }, 120_000);
 
   afterAll(async () => {
@@ -36,12 +25,7 @@ describe.each(HARNESS_KINDS)("caracal approvals against a running server on %s",
   /** A zone holding invoices.write for approval, with one pending approval raised by its agent. */
   async function pendingApproval(): Promise<{ zone: string; approvalId: string }> {
     const zone = `appr-cli-${++zones}`;
-    await harness.admin.createZone({ zone });
-    await harness.admin.createResource({ zone, resourceId: "billing-api", scopes: [{ name: "invoices.write" }] });
-    const { clientSecret } = await harness.admin.createApplication({ zone, clientId: "agent" });
-    await harness.admin.createGrant({ zone, clientId: "agent", resourceId: "billing-api", scopes: ["invoices.write"] });
-    const { version } = await policy.createPolicySetVersion({ zone, source: { documents: [{ name: "p.cedar", text: POLICIES }] }, message: "" });
-    await policy.activatePolicySet({ zone, version: version!.version, expectedCurrentVersion: 0n, reason: "step-up for writes" });
+    const clientSecret = await createStepUpZone(harness, zone);
     const session = await harness.sts.startSession({ zone, clientId: "agent", credential: { case: "clientSecret", value: clientSecret } });
     const held = await harness.sts.exchange({ subjectToken: session.sessionMandate, resources: ["billing-api"], scopes: ["invoices.write"] }).then(
       () => expect.fail("the exchange should be held"),
